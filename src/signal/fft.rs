@@ -1,0 +1,450 @@
+//! FFT convolution: multiply spectra, with overlap-add along any dimension
+//! where the signal is much longer than the kernel.
+//!
+//! The last dimension uses a real-to-complex transform for real data
+//! (`realfft`), the others complex transforms (`rustfft`) on gathered column
+//! tiles. A single block along a dimension uses the shortest circular length
+//! that leaves the kept span free of wrap-around (`'valid'` needs only the
+//! signal's length).
+
+use super::Scalar;
+use super::mode::Span;
+use num_complex::Complex;
+use num_traits::{Float, Zero};
+use rayon::prelude::*;
+use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::{Fft, FftPlanner};
+use std::sync::Arc;
+
+/// Floating-point types the FFT path computes in.
+pub(crate) trait FftFloat: realfft::FftNum + Float {}
+impl<F: realfft::FftNum + Float> FftFloat for F {}
+
+/// Transforms along the last dimension, for one element type.
+pub(crate) enum LastAxis<F: FftFloat> {
+    Real(Arc<dyn RealToComplex<F>>, Arc<dyn ComplexToReal<F>>),
+    Complex(Arc<dyn Fft<F>>, Arc<dyn Fft<F>>),
+}
+
+/// Element types with an FFT path: real `F` and `Complex<F>`.
+pub(crate) trait FftElem<F: FftFloat>: Scalar {
+    /// Whether the data is real (its spectrum is stored half-length).
+    const REAL: bool;
+    /// Spectrum length of a last-axis transform of length `n`.
+    fn spectrum_len(n: usize) -> usize;
+    /// Plans the forward and inverse last-axis transforms of length `n`.
+    fn plan(n: usize) -> LastAxis<F>;
+    /// `out = FFT(row)`; `row` may be overwritten.
+    fn forward(plan: &LastAxis<F>, row: &mut [Self], out: &mut [Complex<F>], scratch: &mut [Complex<F>]);
+    /// `out = unnormalised inverse FFT(spec)`; `spec` may be overwritten.
+    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [Self], scratch: &mut [Complex<F>]);
+    /// `self · s` for a real scale `s`.
+    fn scale(self, s: F) -> Self;
+}
+
+impl<F: FftFloat> FftElem<F> for F {
+    const REAL: bool = true;
+    fn spectrum_len(n: usize) -> usize {
+        n / 2 + 1
+    }
+    fn plan(n: usize) -> LastAxis<F> {
+        let mut planner = RealFftPlanner::<F>::new();
+        LastAxis::Real(planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
+    }
+    fn forward(plan: &LastAxis<F>, row: &mut [F], out: &mut [Complex<F>], scratch: &mut [Complex<F>]) {
+        let LastAxis::Real(r2c, _) = plan else { unreachable!("real data, real plan") };
+        r2c.process_with_scratch(row, out, scratch)
+            .expect("buffer lengths come from the plan");
+    }
+    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [F], scratch: &mut [Complex<F>]) {
+        let LastAxis::Real(_, c2r) = plan else { unreachable!("real data, real plan") };
+        // The spectrum of real data has real end points; drop rounding noise.
+        spec[0].im = F::zero();
+        if out.len() % 2 == 0 {
+            spec[spec.len() - 1].im = F::zero();
+        }
+        c2r.process_with_scratch(spec, out, scratch)
+            .expect("buffer lengths come from the plan");
+    }
+    fn scale(self, s: F) -> F {
+        self * s
+    }
+}
+
+impl<F: FftFloat> FftElem<F> for Complex<F> {
+    const REAL: bool = false;
+    fn spectrum_len(n: usize) -> usize {
+        n
+    }
+    fn plan(n: usize) -> LastAxis<F> {
+        let mut planner = FftPlanner::<F>::new();
+        LastAxis::Complex(planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
+    }
+    fn forward(plan: &LastAxis<F>, row: &mut [Self], out: &mut [Complex<F>], scratch: &mut [Complex<F>]) {
+        let LastAxis::Complex(fwd, _) = plan else { unreachable!("complex data, complex plan") };
+        out.copy_from_slice(row);
+        fwd.process_with_scratch(out, scratch);
+    }
+    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [Self], scratch: &mut [Complex<F>]) {
+        let LastAxis::Complex(_, inv) = plan else { unreachable!("complex data, complex plan") };
+        inv.process_with_scratch(spec, scratch);
+        out.copy_from_slice(spec);
+    }
+    fn scale(self, s: F) -> Self {
+        self * s
+    }
+}
+
+impl<F: FftFloat> LastAxis<F> {
+    fn scratch_len(&self) -> usize {
+        match self {
+            LastAxis::Real(f, i) => f.get_scratch_len().max(i.get_scratch_len()),
+            LastAxis::Complex(f, i) => f.get_inplace_scratch_len().max(i.get_inplace_scratch_len()),
+        }
+    }
+}
+
+/// Smallest `l ≥ n` whose prime factors are all 2, 3, 5 or 7 (fast FFT
+/// sizes), even when `even` is set (real transforms halve even lengths).
+pub(crate) fn fast_len(n: usize, even: bool) -> usize {
+    let mut l = n.max(1);
+    loop {
+        let mut r = l;
+        for p in [2, 3, 5, 7] {
+            while r % p == 0 {
+                r /= p;
+            }
+        }
+        if r == 1 && (!even || l % 2 == 0) {
+            return l;
+        }
+        l += 1;
+    }
+}
+
+/// How one dimension is cut into overlap-add blocks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocking {
+    /// Signal samples per block.
+    pub block: usize,
+    /// FFT length.
+    pub len: usize,
+}
+
+impl Blocking {
+    /// Chooses blocks for a signal of length `m`, kernel `n` and kept `span`,
+    /// minimising (blocks × L log L). `even` asks for an even FFT length.
+    pub(crate) fn choose(m: usize, n: usize, span: Span, even: bool) -> Blocking {
+        let full = (m + n - 1) as isize;
+        let need = (full - span.start).max(span.start + span.len as isize) as usize;
+        let single = Blocking {
+            block: m,
+            len: fast_len(need.max(m).max(n), even),
+        };
+        let cost = |b: &Blocking| (m.div_ceil(b.block) * b.len) as f64 * (b.len as f64).log2().max(1.0);
+        let mut best = single;
+        let mut target = 4 * n.max(8);
+        while target < single.len {
+            let len = fast_len(target, even);
+            let cand = Blocking {
+                block: len + 1 - n,
+                len,
+            };
+            if cost(&cand) < cost(&best) {
+                best = cand;
+            }
+            target *= 2;
+        }
+        best
+    }
+
+    /// FFT work of the whole convolution for this blocking, in units of
+    /// "points × log2 points" of the per-block transforms (3 per block).
+    pub(crate) fn cost(blocks: &[Blocking], m: &[usize]) -> f64 {
+        let points: f64 = blocks.iter().map(|b| b.len as f64).product();
+        let count: f64 = blocks.iter().zip(m).map(|(b, &m)| m.div_ceil(b.block) as f64).product();
+        3.0 * count * points * points.log2().max(1.0)
+    }
+}
+
+/// `window(full(a, b))` by FFT: same contract as
+/// [`direct`](super::direct::direct), for floating-point data.
+pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
+    a: &[T],
+    ashape: &[usize],
+    b: &[T],
+    bshape: &[usize],
+    spans: &[Span],
+) -> Vec<T> {
+    let rank = ashape.len();
+    let total: usize = spans.iter().map(|s| s.len).product();
+    let mut out = vec![T::zero(); total];
+    if total == 0 || a.is_empty() || b.is_empty() {
+        return out;
+    }
+    let blocks: Vec<Blocking> = (0..rank)
+        .map(|d| Blocking::choose(ashape[d], bshape[d], spans[d], T::REAL && d == rank - 1))
+        .collect();
+    let lens: Vec<usize> = blocks.iter().map(|b| b.len).collect();
+    let plans = Plans::<F, T>::new(&lens);
+    let kernel = plans.forward(b, bshape, &vec![0; rank], bshape);
+
+    // Every block of `a` whose full-convolution range meets the kept span.
+    let counts: Vec<usize> = (0..rank).map(|d| ashape[d].div_ceil(blocks[d].block)).collect();
+    let block_list: Vec<Vec<usize>> = MultiIndex::new(&counts)
+        .map(|idx| (0..rank).map(|d| idx[d] * blocks[d].block).collect::<Vec<_>>())
+        .filter(|start: &Vec<usize>| {
+            (0..rank).all(|d| {
+                let extent = blocks[d].block.min(ashape[d] - start[d]);
+                let first = start[d] as isize;
+                let last = (start[d] + extent + bshape[d] - 2) as isize;
+                first < spans[d].start + spans[d].len as isize && last >= spans[d].start
+            })
+        })
+        .collect();
+
+    let scale = F::one() / F::from(lens.iter().product::<usize>()).expect("length fits a float");
+    let group = 2 * rayon::current_num_threads();
+    for chunk in block_list.chunks(group) {
+        let results: Vec<(usize, Vec<T>)> = chunk
+            .par_iter()
+            .enumerate()
+            .map(|(i, start)| {
+                let extent: Vec<usize> = (0..rank).map(|d| blocks[d].block.min(ashape[d] - start[d])).collect();
+                let mut spec = plans.forward(a, ashape, start, &extent);
+                spec.par_iter_mut().zip(kernel.par_iter()).for_each(|(s, k)| *s = *s * *k);
+                (i, plans.inverse(spec, spans, start, scale))
+            })
+            .collect();
+        for (i, part) in results {
+            plans.add_window(&mut out, &part, spans, &chunk[i]);
+        }
+    }
+    out
+}
+
+/// The transforms of one FFT shape.
+struct Plans<F: FftFloat, T: FftElem<F>> {
+    /// FFT length per dimension.
+    lens: Vec<usize>,
+    /// Spectrum shape: `lens` with the last length replaced by the spectrum length.
+    spec: Vec<usize>,
+    last: LastAxis<F>,
+    /// Forward and inverse complex transforms along each leading dimension.
+    lead: Vec<(Arc<dyn Fft<F>>, Arc<dyn Fft<F>>)>,
+    _elem: std::marker::PhantomData<T>,
+}
+
+/// Columns gathered per tile for transforms along a leading dimension.
+const TILE: usize = 16;
+
+impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
+    fn new(lens: &[usize]) -> Self {
+        let rank = lens.len();
+        let mut planner = FftPlanner::<F>::new();
+        let lead = lens[..rank - 1]
+            .iter()
+            .map(|&l| (planner.plan_fft_forward(l), planner.plan_fft_inverse(l)))
+            .collect();
+        let mut spec = lens.to_vec();
+        spec[rank - 1] = T::spectrum_len(lens[rank - 1]);
+        Plans {
+            lens: lens.to_vec(),
+            spec,
+            last: T::plan(lens[rank - 1]),
+            lead,
+            _elem: std::marker::PhantomData,
+        }
+    }
+
+    /// Spectrum of the part `start .. start + extent` of `x` (shape `shape`),
+    /// zero-padded to the FFT lengths.
+    fn forward(&self, x: &[T], shape: &[usize], start: &[usize], extent: &[usize]) -> Vec<Complex<F>> {
+        let rank = shape.len();
+        let (w, h) = (self.lens[rank - 1], self.spec[rank - 1]);
+        let mut spec = vec![Complex::zero(); self.spec.iter().product()];
+        let scratch_len = self.last.scratch_len();
+        // Last axis: only rows that hold data; the others stay zero.
+        spec.par_chunks_mut(h)
+            .enumerate()
+            .filter_map(|(r, target)| {
+                let (mut rest, mut src, mut stride) = (r, 0, 1);
+                for d in (0..rank - 1).rev() {
+                    let j = rest % self.lens[d];
+                    rest /= self.lens[d];
+                    if j >= extent[d] {
+                        return None;
+                    }
+                    src += (start[d] + j) * stride;
+                    stride *= shape[d];
+                }
+                Some((src, target))
+            })
+            .for_each_init(
+                || (vec![T::zero(); w], vec![Complex::zero(); scratch_len]),
+                |(row, scratch), (src, target)| {
+                    let x_row = &x[src * shape[rank - 1] + start[rank - 1]..][..extent[rank - 1]];
+                    row[..x_row.len()].copy_from_slice(x_row);
+                    row[x_row.len()..].fill(T::zero());
+                    T::forward(&self.last, row, target, scratch);
+                },
+            );
+        for d in (0..rank - 1).rev() {
+            self.along(&mut spec, d, false);
+        }
+        spec
+    }
+
+    /// Inverse transform of `spec`, scaled by `scale`, keeping only the rows
+    /// that land in the kept `spans` for a block starting at `start`. Returns
+    /// the real-space block (shape `lens`; rows not kept are left zero).
+    fn inverse(&self, mut spec: Vec<Complex<F>>, spans: &[Span], start: &[usize], scale: F) -> Vec<T> {
+        let rank = self.lens.len();
+        for d in 0..rank - 1 {
+            self.along(&mut spec, d, true);
+        }
+        let (w, h) = (self.lens[rank - 1], self.spec[rank - 1]);
+        let kept: Vec<Vec<bool>> = (0..rank - 1)
+            .map(|d| {
+                let mut keep = vec![false; self.lens[d]];
+                for (_, pos) in self.positions(spans[d], start[d], d) {
+                    keep[pos] = true;
+                }
+                keep
+            })
+            .collect();
+        let mut out = vec![T::zero(); self.lens.iter().product()];
+        let scratch_len = self.last.scratch_len();
+        out.par_chunks_mut(w)
+            .zip(spec.par_chunks_mut(h))
+            .enumerate()
+            .filter(|(r, _)| {
+                let mut rest = *r;
+                (0..rank - 1).rev().all(|d| {
+                    let keep = kept[d][rest % self.lens[d]];
+                    rest /= self.lens[d];
+                    keep
+                })
+            })
+            .for_each_init(
+                || vec![Complex::zero(); scratch_len],
+                |scratch, (_, (row, s))| {
+                    T::inverse(&self.last, s, row, scratch);
+                    row.iter_mut().for_each(|v| *v = v.scale(scale));
+                },
+            );
+        out
+    }
+
+    /// Pairs (kept index, position in the circular block result) along
+    /// dimension `d` for a block starting at signal index `start`.
+    fn positions(&self, span: Span, start: usize, d: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let l = self.lens[d] as isize;
+        // A lone block's length leaves the kept span free of wrap-around, and
+        // a block among several has no wrap-around at all (l ≥ block + n − 1),
+        // so the position is the offset itself when it lies in 0..l.
+        (0..span.len).filter_map(move |o| {
+            let j = span.start + o as isize - start as isize;
+            (0..l).contains(&j).then_some((o, j as usize))
+        })
+    }
+
+    /// Adds the kept part of a block result into `out` (shape of `spans`).
+    fn add_window(&self, out: &mut [T], part: &[T], spans: &[Span], start: &[usize]) {
+        let rank = self.lens.len();
+        let pos: Vec<Vec<(usize, usize)>> = (0..rank).map(|d| self.positions(spans[d], start[d], d).collect()).collect();
+        let width = spans[rank - 1].len;
+        let counts: Vec<usize> = pos[..rank - 1].iter().map(|p| p.len()).collect();
+        for idx in MultiIndex::new(&counts) {
+            let (mut o_row, mut p_row) = (0, 0);
+            for d in 0..rank - 1 {
+                let (o, p) = pos[d][idx[d]];
+                o_row = o_row * spans[d].len + o;
+                p_row = p_row * self.lens[d] + p;
+            }
+            let dst = &mut out[o_row * width..][..width];
+            let src = &part[p_row * self.lens[rank - 1]..][..self.lens[rank - 1]];
+            for &(o, p) in &pos[rank - 1] {
+                dst[o] = dst[o] + src[p];
+            }
+        }
+    }
+
+    /// In-place complex FFT of `spec` along leading dimension `d`.
+    fn along(&self, spec: &mut [Complex<F>], d: usize, inverse: bool) {
+        let n = self.spec[d];
+        let outer: usize = self.spec[..d].iter().product();
+        let inner: usize = self.spec[d + 1..].iter().product();
+        let plan = if inverse { &self.lead[d].1 } else { &self.lead[d].0 };
+        let scratch_len = plan.get_inplace_scratch_len();
+        let tiles = inner.div_ceil(TILE);
+        let base = SharedMut(spec.as_mut_ptr());
+        (0..outer * tiles).into_par_iter().for_each_init(
+            || (vec![Complex::zero(); TILE * n], vec![Complex::zero(); scratch_len]),
+            |(buf, scratch), task| {
+                let (o, c0) = (task / tiles, (task % tiles) * TILE);
+                let cols = TILE.min(inner - c0);
+                let base = base;
+                // SAFETY: task (o, c0) reads and writes only the elements
+                // (o, t, c0 .. c0 + cols) for t < n; tasks are disjoint and
+                // `spec` outlives the parallel loop.
+                unsafe {
+                    for t in 0..n {
+                        let row = base.0.add((o * n + t) * inner + c0);
+                        for c in 0..cols {
+                            buf[c * n + t] = *row.add(c);
+                        }
+                    }
+                    plan.process_with_scratch(&mut buf[..cols * n], scratch);
+                    for t in 0..n {
+                        let row = base.0.add((o * n + t) * inner + c0);
+                        for c in 0..cols {
+                            *row.add(c) = buf[c * n + t];
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// A pointer shared by parallel tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+// SAFETY: used only where each task touches a disjoint set of elements.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+/// Row-major iteration over all multi-indices below `counts`.
+pub(crate) struct MultiIndex {
+    counts: Vec<usize>,
+    next: Option<Vec<usize>>,
+}
+
+impl MultiIndex {
+    pub(crate) fn new(counts: &[usize]) -> Self {
+        let next = (!counts.contains(&0)).then(|| vec![0; counts.len()]);
+        MultiIndex {
+            counts: counts.to_vec(),
+            next,
+        }
+    }
+}
+
+impl Iterator for MultiIndex {
+    type Item = Vec<usize>;
+    fn next(&mut self) -> Option<Vec<usize>> {
+        let cur = self.next.take()?;
+        let mut nxt = cur.clone();
+        for d in (0..nxt.len()).rev() {
+            nxt[d] += 1;
+            if nxt[d] < self.counts[d] {
+                self.next = Some(nxt);
+                return Some(cur);
+            }
+            nxt[d] = 0;
+        }
+        Some(cur)
+    }
+}

@@ -1,0 +1,120 @@
+//! Run-time selection of the instruction set for hot loops.
+//!
+//! Hot loops are written once as plain generic Rust marked `#[inline(always)]`
+//! and compiled several times inside `#[target_feature]` wrappers; [`Isa::best`]
+//! picks the widest one the processor supports. The scalar build is the same
+//! code without wider vectors, so every path computes the same sums in the same
+//! order and gives bit-identical results.
+
+use std::sync::OnceLock;
+
+/// An instruction-set level that hot loops are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 (F, DQ, BW, VL) with FMA.
+    Avx512,
+    /// AVX2 with FMA.
+    Avx2,
+    /// Whatever the compilation target guarantees (SSE2 on x86-64).
+    Scalar,
+}
+
+impl Isa {
+    /// The widest level this processor supports; `GCONV_ISA=avx512|avx2|scalar`
+    /// lowers it (useful for comparing paths). Detected once per process.
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let detected = Isa::detected();
+            match std::env::var("GCONV_ISA").ok().as_deref() {
+                Some("scalar") => Isa::Scalar,
+                Some("avx2") if detected != Isa::Scalar => Isa::Avx2,
+                _ => detected,
+            }
+        })
+    }
+
+    /// Every level this processor can run, widest first.
+    pub fn available() -> Vec<Isa> {
+        let top = Isa::detected();
+        [Isa::Avx512, Isa::Avx2, Isa::Scalar]
+            .into_iter()
+            .filter(|isa| isa.rank() <= top.rank())
+            .collect()
+    }
+
+    /// `self`, lowered to what this processor supports: a level it lacks is
+    /// never run, whatever the caller asked for.
+    pub fn supported(self) -> Isa {
+        let top = Isa::detected();
+        if self.rank() <= top.rank() { self } else { top }
+    }
+
+    fn detected() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(Isa::detect)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Scalar => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn detect() -> Isa {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("fma")
+        {
+            Isa::Avx512
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn detect() -> Isa {
+        Isa::Scalar
+    }
+}
+
+/// Defines `$name(isa, args…)` that runs the `#[inline(always)]` generic
+/// function `$body` compiled for the requested [`Isa`].
+///
+/// ```ignore
+/// dispatch!(fn axpy_isa<T: Scalar>(out: &mut [T], x: &[T], w: T) => axpy_generic);
+/// ```
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch {
+    (fn $name:ident<$t:ident: $bound:path>($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name<$t: $bound>(isa: $crate::simd::Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,fma,avx2")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512<$t: $bound>($($arg: $ty),*) { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2<$t: $bound>($($arg: $ty),*) { $body($($arg),*) }
+                match isa.supported() {
+                    // SAFETY: `supported()` returns a level whose features the
+                    // processor was detected to have.
+                    $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    $crate::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Isa::Scalar => {}
+                }
+            }
+            let _ = isa;
+            $body($($arg),*)
+        }
+    };
+}
