@@ -14,11 +14,74 @@ use num_traits::{Float, Zero};
 use rayon::prelude::*;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use rustfft::{Fft, FftPlanner};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Floating-point types the FFT path computes in.
-pub(crate) trait FftFloat: realfft::FftNum + Float {}
-impl<F: realfft::FftNum + Float> FftFloat for F {}
+pub(crate) trait FftFloat: realfft::FftNum + Float {
+    /// Spectrum buffers kept between calls (see [`Pooled`]).
+    fn pool() -> &'static Mutex<Vec<Vec<Complex<Self>>>>;
+}
+
+impl FftFloat for f32 {
+    fn pool() -> &'static Mutex<Vec<Vec<Complex<f32>>>> {
+        static POOL: Mutex<Vec<Vec<Complex<f32>>>> = Mutex::new(Vec::new());
+        &POOL
+    }
+}
+
+impl FftFloat for f64 {
+    fn pool() -> &'static Mutex<Vec<Vec<Complex<f64>>>> {
+        static POOL: Mutex<Vec<Vec<Complex<f64>>>> = Mutex::new(Vec::new());
+        &POOL
+    }
+}
+
+/// A zeroed spectrum buffer taken from a small per-type pool and returned
+/// to it on drop. Fresh pages cost more than the transforms themselves
+/// (first-touch page faults, measured about 5 ms for 9 MB here), so
+/// repeated convolutions reuse them.
+struct Pooled<F: FftFloat>(Vec<Complex<F>>);
+
+/// Buffers the pool keeps at most.
+const POOL_KEEP: usize = 4;
+
+impl<F: FftFloat> Pooled<F> {
+    fn zeroed(len: usize) -> Self {
+        let reuse = {
+            let mut pool = F::pool().lock().unwrap_or_else(|e| e.into_inner());
+            match pool.iter().position(|b| b.capacity() >= len) {
+                Some(i) => Some(pool.swap_remove(i)),
+                None => pool.pop(),
+            }
+        };
+        let mut buf = reuse.unwrap_or_default();
+        buf.clear();
+        buf.resize(len, Complex::zero());
+        Pooled(buf)
+    }
+}
+
+impl<F: FftFloat> Drop for Pooled<F> {
+    fn drop(&mut self) {
+        let mut pool = F::pool().lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL_KEEP {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+impl<F: FftFloat> std::ops::Deref for Pooled<F> {
+    type Target = [Complex<F>];
+    fn deref(&self) -> &[Complex<F>] {
+        &self.0
+    }
+}
+
+impl<F: FftFloat> std::ops::DerefMut for Pooled<F> {
+    fn deref_mut(&mut self) -> &mut [Complex<F>] {
+        &mut self.0
+    }
+}
 
 /// Transforms along the last dimension, for one element type.
 pub(crate) enum LastAxis<F: FftFloat> {
@@ -186,8 +249,9 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
         .map(|d| Blocking::choose(ashape[d], bshape[d], spans[d], T::REAL && d == rank - 1))
         .collect();
     let lens: Vec<usize> = blocks.iter().map(|b| b.len).collect();
+    if std::env::var("GCONV_DEBUG").is_ok() { eprintln!("{blocks:?}"); }
     let plans = Plans::<F, T>::new(&lens);
-    let kernel = plans.forward(b, bshape, &vec![0; rank], bshape);
+    let kernel = plans.forward(b, bshape, &vec![0; rank], bshape, true);
 
     // Every block of `a` whose full-convolution range meets the kept span.
     let counts: Vec<usize> = (0..rank).map(|d| ashape[d].div_ceil(blocks[d].block)).collect();
@@ -204,21 +268,28 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
         .collect();
 
     let scale = F::one() / F::from(lens.iter().product::<usize>()).expect("length fits a float");
-    let group = 2 * rayon::current_num_threads();
-    for chunk in block_list.chunks(group) {
-        let results: Vec<(usize, Vec<T>)> = chunk
+    // Blocks are at least as long as the kernel, so a block's output range
+    // (block + n − 1) never reaches the block after next: blocks whose
+    // indices have the same parity in every dimension write disjoint parts
+    // of `out` and run in parallel, one parity class after another.
+    let target = SharedMut(out.as_mut_ptr());
+    let parities: Vec<usize> = counts.iter().map(|&c| c.min(2)).collect();
+    for parity in MultiIndex::new(&parities) {
+        block_list
             .par_iter()
-            .enumerate()
-            .map(|(i, start)| {
+            .filter(|start| (0..rank).all(|d| (start[d] / blocks[d].block) % 2 == parity[d]))
+            .for_each(|start| {
                 let extent: Vec<usize> = (0..rank).map(|d| blocks[d].block.min(ashape[d] - start[d])).collect();
-                let mut spec = plans.forward(a, ashape, start, &extent);
-                spec.par_iter_mut().zip(kernel.par_iter()).for_each(|(s, k)| *s = *s * *k);
-                (i, plans.inverse(spec, spans, start, scale))
-            })
-            .collect();
-        for (i, part) in results {
-            plans.add_window(&mut out, &part, spans, &chunk[i]);
-        }
+                let mut spec = plans.forward(a, ashape, start, &extent, false);
+                if rank == 1 {
+                    spec.iter_mut().zip(kernel.iter()).for_each(|(s, k)| *s = *s * *k);
+                } else {
+                    plans.convolve_first_axis(&mut spec, &kernel);
+                }
+                // SAFETY: blocks running at the same time write disjoint
+                // elements of `out` (see above), which outlives the loop.
+                unsafe { plans.inverse_add(spec, spans, start, scale, target, total) };
+            });
     }
     out
 }
@@ -236,7 +307,7 @@ struct Plans<F: FftFloat, T: FftElem<F>> {
 }
 
 /// Columns gathered per tile for transforms along a leading dimension.
-const TILE: usize = 16;
+const TILE: usize = 64;
 
 impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
     fn new(lens: &[usize]) -> Self {
@@ -258,11 +329,12 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
     }
 
     /// Spectrum of the part `start .. start + extent` of `x` (shape `shape`),
-    /// zero-padded to the FFT lengths.
-    fn forward(&self, x: &[T], shape: &[usize], start: &[usize], extent: &[usize]) -> Vec<Complex<F>> {
+    /// zero-padded to the FFT lengths; along dimension 0 only when
+    /// `first_axis` is set (see [`Plans::convolve_first_axis`]).
+    fn forward(&self, x: &[T], shape: &[usize], start: &[usize], extent: &[usize], first_axis: bool) -> Pooled<F> {
         let rank = shape.len();
         let (w, h) = (self.lens[rank - 1], self.spec[rank - 1]);
-        let mut spec = vec![Complex::zero(); self.spec.iter().product()];
+        let mut spec = Pooled::zeroed(self.spec.iter().product());
         let scratch_len = self.last.scratch_len();
         // Last axis: only rows that hold data; the others stay zero.
         spec.par_chunks_mut(h)
@@ -289,51 +361,66 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
                     T::forward(&self.last, row, target, scratch);
                 },
             );
-        for d in (0..rank - 1).rev() {
+        let stop = if first_axis { 0 } else { 1 };
+        for d in (stop..rank - 1).rev() {
             self.along(&mut spec, d, false);
         }
         spec
     }
 
-    /// Inverse transform of `spec`, scaled by `scale`, keeping only the rows
-    /// that land in the kept `spans` for a block starting at `start`. Returns
-    /// the real-space block (shape `lens`; rows not kept are left zero).
-    fn inverse(&self, mut spec: Vec<Complex<F>>, spans: &[Span], start: &[usize], scale: F) -> Vec<T> {
+    /// Inverse transform of `spec` (already inverted along dimension 0),
+    /// scaled by `scale`, added into the kept
+    /// part of the output (`total` elements at `out`, shape of `spans`) for a
+    /// block starting at `start`. Only rows that land in the output are
+    /// transformed back along the last dimension.
+    ///
+    /// # Safety
+    /// `out` must point to `total` elements that no other thread touches in
+    /// the positions this block writes.
+    unsafe fn inverse_add(&self, mut spec: Pooled<F>, spans: &[Span], start: &[usize], scale: F, out: SharedMut<T>, total: usize) {
         let rank = self.lens.len();
-        for d in 0..rank - 1 {
+        for d in 1..rank - 1 {
             self.along(&mut spec, d, true);
         }
-        let (w, h) = (self.lens[rank - 1], self.spec[rank - 1]);
-        let kept: Vec<Vec<bool>> = (0..rank - 1)
-            .map(|d| {
-                let mut keep = vec![false; self.lens[d]];
-                for (_, pos) in self.positions(spans[d], start[d], d) {
-                    keep[pos] = true;
+        let h = self.spec[rank - 1];
+        let pos: Vec<Vec<(usize, usize)>> = (0..rank).map(|d| self.positions(spans[d], start[d], d).collect()).collect();
+        // (output row, spectrum row) for every kept row.
+        let counts: Vec<usize> = pos[..rank - 1].iter().map(Vec::len).collect();
+        let rows: Vec<(usize, usize)> = MultiIndex::new(&counts)
+            .map(|idx| {
+                let (mut o_row, mut p_row) = (0, 0);
+                for d in 0..rank - 1 {
+                    let (o, p) = pos[d][idx[d]];
+                    o_row = o_row * spans[d].len + o;
+                    p_row = p_row * self.lens[d] + p;
                 }
-                keep
+                (o_row, p_row)
             })
             .collect();
-        let mut out = vec![T::zero(); self.lens.iter().product()];
+        let width = spans[rank - 1].len;
+        let last = &pos[rank - 1];
         let scratch_len = self.last.scratch_len();
-        out.par_chunks_mut(w)
-            .zip(spec.par_chunks_mut(h))
-            .enumerate()
-            .filter(|(r, _)| {
-                let mut rest = *r;
-                (0..rank - 1).rev().all(|d| {
-                    let keep = kept[d][rest % self.lens[d]];
-                    rest /= self.lens[d];
-                    keep
-                })
-            })
-            .for_each_init(
-                || vec![Complex::zero(); scratch_len],
-                |scratch, (_, (row, s))| {
-                    T::inverse(&self.last, s, row, scratch);
-                    row.iter_mut().for_each(|v| *v = v.scale(scale));
-                },
-            );
-        out
+        let spec_rows = SharedMut(spec.as_mut_ptr());
+        rows.par_iter().for_each_init(
+            || (vec![T::zero(); self.lens[rank - 1]], vec![Complex::zero(); scratch_len]),
+            |(row, scratch), &(o_row, p_row)| {
+                let (spec_rows, out) = (spec_rows, out);
+                debug_assert!((o_row + 1) * width <= total);
+                // SAFETY: each spectrum row and each output row appears in
+                // one task only (distinct kept indices map to distinct
+                // positions); the caller guarantees the output rows.
+                let (s, dst) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(spec_rows.0.add(p_row * h), h),
+                        std::slice::from_raw_parts_mut(out.0.add(o_row * width), width),
+                    )
+                };
+                T::inverse(&self.last, s, row, scratch);
+                for &(o, p) in last {
+                    dst[o] = dst[o] + row[p].scale(scale);
+                }
+            },
+        );
     }
 
     /// Pairs (kept index, position in the circular block result) along
@@ -349,34 +436,39 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
         })
     }
 
-    /// Adds the kept part of a block result into `out` (shape of `spans`).
-    fn add_window(&self, out: &mut [T], part: &[T], spans: &[Span], start: &[usize]) {
-        let rank = self.lens.len();
-        let pos: Vec<Vec<(usize, usize)>> = (0..rank).map(|d| self.positions(spans[d], start[d], d).collect()).collect();
-        let width = spans[rank - 1].len;
-        let counts: Vec<usize> = pos[..rank - 1].iter().map(|p| p.len()).collect();
-        for idx in MultiIndex::new(&counts) {
-            let (mut o_row, mut p_row) = (0, 0);
-            for d in 0..rank - 1 {
-                let (o, p) = pos[d][idx[d]];
-                o_row = o_row * spans[d].len + o;
-                p_row = p_row * self.lens[d] + p;
-            }
-            let dst = &mut out[o_row * width..][..width];
-            let src = &part[p_row * self.lens[rank - 1]..][..self.lens[rank - 1]];
-            for &(o, p) in &pos[rank - 1] {
-                dst[o] = dst[o] + src[p];
-            }
-        }
-    }
-
     /// In-place complex FFT of `spec` along leading dimension `d`.
     fn along(&self, spec: &mut [Complex<F>], d: usize, inverse: bool) {
+        let plan = if inverse { &self.lead[d].1 } else { &self.lead[d].0 };
+        self.tiles(spec, d, |buf, _, _, scratch| plan.process_with_scratch(buf, scratch));
+    }
+
+    /// The spectrum product along dimension 0, fused: per tile of columns,
+    /// forward FFT, multiply by `kernel` (a full spectrum), inverse FFT,
+    /// while the tile is in cache. `spec` must be transformed along every
+    /// other dimension already.
+    fn convolve_first_axis(&self, spec: &mut [Complex<F>], kernel: &[Complex<F>]) {
+        let (fwd, inv) = &self.lead[0];
+        let n = self.spec[0];
+        let inner: usize = self.spec[1..].iter().product();
+        self.tiles(spec, 0, |buf, _, c0, scratch| {
+            fwd.process_with_scratch(buf, scratch);
+            for (c, line) in buf.chunks_exact_mut(n).enumerate() {
+                for (t, v) in line.iter_mut().enumerate() {
+                    *v = *v * kernel[t * inner + c0 + c];
+                }
+            }
+            inv.process_with_scratch(buf, scratch);
+        });
+    }
+
+    /// Runs `f(lines, outer index, first column, scratch)` on tiles of up to
+    /// [`TILE`] columns along leading dimension `d`, gathered into contiguous
+    /// lines of length `spec[d]` and scattered back afterwards, in parallel.
+    fn tiles(&self, spec: &mut [Complex<F>], d: usize, f: impl Fn(&mut [Complex<F>], usize, usize, &mut [Complex<F>]) + Sync) {
         let n = self.spec[d];
         let outer: usize = self.spec[..d].iter().product();
         let inner: usize = self.spec[d + 1..].iter().product();
-        let plan = if inverse { &self.lead[d].1 } else { &self.lead[d].0 };
-        let scratch_len = plan.get_inplace_scratch_len();
+        let scratch_len = self.lead[d].0.get_inplace_scratch_len().max(self.lead[d].1.get_inplace_scratch_len());
         let tiles = inner.div_ceil(TILE);
         let base = SharedMut(spec.as_mut_ptr());
         (0..outer * tiles).into_par_iter().for_each_init(
@@ -395,7 +487,7 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
                             buf[c * n + t] = *row.add(c);
                         }
                     }
-                    plan.process_with_scratch(&mut buf[..cols * n], scratch);
+                    f(&mut buf[..cols * n], o, c0, scratch);
                     for t in 0..n {
                         let row = base.0.add((o * n + t) * inner + c0);
                         for c in 0..cols {
