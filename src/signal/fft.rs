@@ -249,7 +249,6 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
         .map(|d| Blocking::choose(ashape[d], bshape[d], spans[d], T::REAL && d == rank - 1))
         .collect();
     let lens: Vec<usize> = blocks.iter().map(|b| b.len).collect();
-    if std::env::var("GCONV_DEBUG").is_ok() { eprintln!("{blocks:?}"); }
     let plans = Plans::<F, T>::new(&lens);
     let kernel = plans.forward(b, bshape, &vec![0; rank], bshape, true);
 
