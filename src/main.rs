@@ -1,1 +1,19 @@
-fn main() {}
+//! The `gconv` command-line tool: a thin layer over the library.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("gconv: error: {}", msg.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Arrays whose element type is known only at run time (read from files),
 //! with NumPy's type promotion for mixed inputs.
 
-use super::{ConvElement, Method, Mode, conv_with};
+use super::{ConvElement, Method, Mode, conv_with, correlate};
 use crate::error::Result;
 use ndarray::ArrayD;
 use num_complex::Complex;
@@ -139,19 +139,33 @@ impl DynArray {
 /// [`conv_with`] on arrays of any supported types; mixed inputs are
 /// promoted first ([`DType::promote`]), so integers in give integers out.
 pub fn conv_dyn(a: DynArray, b: DynArray, mode: Mode, method: Method) -> Result<DynArray> {
-    fn go<T: ConvElement>(a: &ArrayD<T>, b: &ArrayD<T>, mode: Mode, method: Method) -> Result<ArrayD<T>> {
-        conv_with(&a.view(), &b.view(), mode, method)
-    }
+    dyn_op(a, b, mode, method, false)
+}
+
+/// [`correlate`] on arrays of any supported types, promoted as [`conv_dyn`].
+pub fn correlate_dyn(a: DynArray, b: DynArray, mode: Mode, method: Method) -> Result<DynArray> {
+    dyn_op(a, b, mode, method, true)
+}
+
+fn dyn_op(a: DynArray, b: DynArray, mode: Mode, method: Method, flip: bool) -> Result<DynArray> {
     let to = a.dtype().promote(b.dtype());
     Ok(match (a.cast(to), b.cast(to)) {
-        (DynArray::I32(a), DynArray::I32(b)) => DynArray::I32(go(&a, &b, mode, method)?),
-        (DynArray::I64(a), DynArray::I64(b)) => DynArray::I64(go(&a, &b, mode, method)?),
-        (DynArray::F32(a), DynArray::F32(b)) => DynArray::F32(go(&a, &b, mode, method)?),
-        (DynArray::F64(a), DynArray::F64(b)) => DynArray::F64(go(&a, &b, mode, method)?),
-        (DynArray::C64(a), DynArray::C64(b)) => DynArray::C64(go(&a, &b, mode, method)?),
-        (DynArray::C128(a), DynArray::C128(b)) => DynArray::C128(go(&a, &b, mode, method)?),
+        (DynArray::I32(a), DynArray::I32(b)) => DynArray::I32(go(&a, &b, mode, method, flip)?),
+        (DynArray::I64(a), DynArray::I64(b)) => DynArray::I64(go(&a, &b, mode, method, flip)?),
+        (DynArray::F32(a), DynArray::F32(b)) => DynArray::F32(go(&a, &b, mode, method, flip)?),
+        (DynArray::F64(a), DynArray::F64(b)) => DynArray::F64(go(&a, &b, mode, method, flip)?),
+        (DynArray::C64(a), DynArray::C64(b)) => DynArray::C64(go(&a, &b, mode, method, flip)?),
+        (DynArray::C128(a), DynArray::C128(b)) => DynArray::C128(go(&a, &b, mode, method, flip)?),
         _ => unreachable!("both operands were cast to the promoted type"),
     })
+}
+
+fn go<T: ConvElement>(a: &ArrayD<T>, b: &ArrayD<T>, mode: Mode, method: Method, flip: bool) -> Result<ArrayD<T>> {
+    if flip {
+        correlate(&a.view(), &b.view(), mode, method)
+    } else {
+        conv_with(&a.view(), &b.view(), mode, method)
+    }
 }
 
 #[cfg(test)]

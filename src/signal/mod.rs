@@ -19,7 +19,7 @@ mod dynamic;
 mod fft;
 mod mode;
 
-pub use dynamic::{DType, DynArray, conv_dyn};
+pub use dynamic::{DType, DynArray, conv_dyn, correlate_dyn};
 pub use mode::{Method, Mode};
 
 use crate::error::{Error, Result};
@@ -178,6 +178,25 @@ fn direct_work(a: &[usize], b: &[usize], spans: &[Span]) -> f64 {
                 .sum::<f64>()
         })
         .product()
+}
+
+/// The method [`Method::Auto`] runs for real floating-point arrays of these
+/// shapes (integers always use [`Method::Direct`]).
+pub fn auto_method(a: &[usize], b: &[usize], mode: Mode) -> Method {
+    let rank = a.len().max(b.len()).max(1);
+    let (a, b) = (aligned(a, rank), aligned(b, rank));
+    let (big, small) = if a.iter().product::<usize>() >= b.iter().product::<usize>() { (&a, &b) } else { (&b, &a) };
+    let spans: Vec<Span> = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
+    if prefer_fft(big, small, &spans, true) { Method::Fft } else { Method::Direct }
+}
+
+/// Multiply-adds of the direct method for these shapes: the work measure
+/// behind GFLOP/s figures (2 flops each).
+pub fn direct_macs(a: &[usize], b: &[usize], mode: Mode) -> f64 {
+    let rank = a.len().max(b.len()).max(1);
+    let (a, b) = (aligned(a, rank), aligned(b, rank));
+    let spans: Vec<Span> = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
+    direct_work(&a, &b, &spans)
 }
 
 /// Cost-model choice between direct and FFT for floating-point data:

@@ -1,0 +1,131 @@
+//! `gconv bench`: timings with GFLOP/s and ratios to the reference numbers
+//! of ../shared/ANCHORS.md (same machine kind, 2 threads).
+
+use anyhow::Result;
+use clap::Subcommand;
+use gconv::signal::{Method, Mode, auto_method, conv_with, direct_macs};
+use ndarray::{ArrayD, IxDyn};
+use serde_json::json;
+use std::time::Instant;
+
+#[derive(Subcommand, Debug)]
+pub enum Which {
+    /// 2-D float64 convolution, 1024×1024, mode 'same', kernels 3, 11, 31
+    /// and 101 square, against SciPy 1.17 and Octave 7.3.
+    Signal(SignalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SignalArgs {
+    /// Timed runs per case (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 7)]
+    repeat: usize,
+    /// Force a method instead of the automatic choice.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "direct", "fft"])]
+    method: String,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The machine's measured dense SGEMM peak (2 threads, MKL); float64 peak is half.
+const PEAK_F32_GFLOPS: f64 = 325.0;
+
+/// (kernel size, best SciPy ms and which, Octave conv2 ms), from ANCHORS.md.
+const SIGNAL_REFERENCE: [(usize, f64, &str, Option<f64>); 4] = [
+    (3, 20.4, "convolve2d", Some(6.6)),
+    (11, 27.8, "convolve(auto)", Some(24.4)),
+    (31, 28.5, "fftconvolve", Some(164.0)),
+    (101, 25.7, "fftconvolve", None),
+];
+
+pub fn run(which: Which) -> Result<()> {
+    match which {
+        Which::Signal(args) => signal(args),
+    }
+}
+
+fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
+    let mut s = seed;
+    ArrayD::from_shape_fn(IxDyn(shape), |_| {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    })
+}
+
+/// Median wall time of `f` in milliseconds over `repeat` runs after a warm-up.
+fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times: Vec<f64> = (0..repeat.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn signal(args: SignalArgs) -> Result<()> {
+    let forced: Method = args.method.parse()?;
+    let shape = [1024usize, 1024];
+    let a = random(&shape, 1);
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "conv2(A, K, 'same'), A 1024×1024 float64, {} threads, median of {}",
+            rayon::current_num_threads(),
+            args.repeat
+        );
+        println!(
+            "{:>9} {:>7} {:>9} {:>9} {:>7} {:>11} {:>18} {:>15}",
+            "kernel", "method", "ms", "GFLOP/s", "%peak", "scipy ms", "× vs best scipy", "× vs octave"
+        );
+    }
+    for (k, scipy_ms, scipy_name, octave_ms) in SIGNAL_REFERENCE {
+        let b = random(&[k, k], k as u64);
+        let method = match forced {
+            Method::Auto => auto_method(&shape, &[k, k], Mode::Same),
+            m => m,
+        };
+        let ms = median_ms(args.repeat, || {
+            conv_with(&a.view(), &b.view(), Mode::Same, method).expect("valid shapes");
+        });
+        // Work counted as the direct method's multiply-adds, 2 flops each.
+        let gflops = 2.0 * direct_macs(&shape, &[k, k], Mode::Same) / (ms * 1e6);
+        // Against the float64 peak only where the work is really done (direct).
+        let peak = (method == Method::Direct).then(|| 100.0 * gflops / (PEAK_F32_GFLOPS / 2.0));
+        let name = format!("{k}x{k}");
+        let method_name = format!("{method:?}").to_lowercase();
+        if !args.json {
+            let octave = octave_ms.map_or("—".to_string(), |o| format!("{:.1}×", o / ms));
+            let peak = peak.map_or("—".to_string(), |p| format!("{p:.1}%"));
+            println!(
+                "{name:>9} {method_name:>7} {ms:>9.2} {gflops:>9.1} {peak:>7} {scipy_ms:>11.1} {:>18} {octave:>15}",
+                format!("{:.1}× ({scipy_name})", scipy_ms / ms)
+            );
+        }
+        rows.push(json!({
+            "case": format!("conv2_same_1024_f64_{name}"),
+            "kernel": name,
+            "method": method_name,
+            "ms": ms,
+            "gflops": gflops,
+            "percent_of_f64_peak": peak,
+            "scipy_best_ms": scipy_ms,
+            "speedup_vs_scipy": scipy_ms / ms,
+            "octave_ms": octave_ms,
+            "speedup_vs_octave": octave_ms.map(|o| o / ms),
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "GFLOP/s counts the direct method's multiply-adds (for FFT rows: the direct-equivalent rate); %peak (direct only) is of {} GFLOP/s, float64 being half the 325 GFLOP/s SGEMM peak.",
+            PEAK_F32_GFLOPS / 2.0
+        );
+    }
+    Ok(())
+}
