@@ -10,7 +10,9 @@ use std::hint::black_box;
 fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
     let mut s = seed;
     ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     })
 }
@@ -22,14 +24,24 @@ fn conv2_same(c: &mut Criterion) {
     for k in [3usize, 11, 31, 101] {
         let b = random(&[k, k], k as u64);
         let methods: &[(&str, Method)] = if k <= 31 {
-            &[("auto", Method::Auto), ("direct", Method::Direct), ("fft", Method::Fft)]
+            &[
+                ("auto", Method::Auto),
+                ("direct", Method::Direct),
+                ("fft", Method::Fft),
+            ]
         } else {
             &[("auto", Method::Auto), ("fft", Method::Fft)]
         };
         for &(name, method) in methods {
-            group.bench_with_input(BenchmarkId::new(name, format!("{k}x{k}")), &b, |bench, b| {
-                bench.iter(|| conv_with(&a.view(), &b.view(), Mode::Same, black_box(method)).unwrap())
-            });
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("{k}x{k}")),
+                &b,
+                |bench, b| {
+                    bench.iter(|| {
+                        conv_with(&a.view(), &b.view(), Mode::Same, black_box(method)).unwrap()
+                    })
+                },
+            );
         }
     }
     group.finish();

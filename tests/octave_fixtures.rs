@@ -1,7 +1,7 @@
 //! gconv::signal against GNU Octave's conv, conv2, convn, conv2(u, v, A) and
 //! filter2, from fixtures made by tools/octave_fixtures.m.
 
-use gconv::signal::{Method, Mode, conv2_sep, conv_with, correlate};
+use gconv::signal::{Method, Mode, conv_with, conv2_sep, correlate};
 use ndarray::{ArrayD, IxDyn};
 
 struct Case {
@@ -14,7 +14,12 @@ struct Case {
 
 impl Case {
     fn get(&self, key: &str) -> &ArrayD<f64> {
-        &self.arrays.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{}: no {key}", self.name)).1
+        &self
+            .arrays
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("{}: no {key}", self.name))
+            .1
     }
 }
 
@@ -35,10 +40,22 @@ fn load() -> Vec<Case> {
             continue;
         }
         let rank: usize = words[1].parse().unwrap();
-        let shape: Vec<usize> = words[2..2 + rank].iter().map(|w| w.parse().unwrap()).collect();
-        let values: Vec<f64> = lines.next().unwrap().split_whitespace().map(|w| w.parse().unwrap()).collect();
+        let shape: Vec<usize> = words[2..2 + rank]
+            .iter()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        let values: Vec<f64> = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect();
         let array = ArrayD::from_shape_vec(IxDyn(&shape), values).unwrap();
-        cases.last_mut().unwrap().arrays.push((words[0].to_string(), array));
+        cases
+            .last_mut()
+            .unwrap()
+            .arrays
+            .push((words[0].to_string(), array));
     }
     cases
 }
@@ -60,7 +77,10 @@ fn fixtures_cover_every_function_and_mode() {
     assert_eq!(cases.len(), 48);
     for func in ["conv", "conv2", "convn", "sep", "filter2"] {
         for mode in [Mode::Full, Mode::Same, Mode::Valid] {
-            assert!(cases.iter().any(|c| c.func == func && c.mode == mode), "{func} {mode}");
+            assert!(
+                cases.iter().any(|c| c.func == func && c.mode == mode),
+                "{func} {mode}"
+            );
         }
     }
 }
@@ -70,11 +90,23 @@ fn float_results_match_octave_by_direct_and_fft() {
     for case in load() {
         let want = case.get("C");
         let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-        for (method, tol) in [(Method::Direct, 1e-13), (Method::Fft, 1e-10), (Method::Auto, 1e-10)] {
+        for (method, tol) in [
+            (Method::Direct, 1e-13),
+            (Method::Fft, 1e-10),
+            (Method::Auto, 1e-10),
+        ] {
             let got = compute(&case, method);
             assert_eq!(got.shape(), want.shape(), "{} {method:?}: shape", case.name);
-            let err = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-            assert!(err <= tol * scale, "{} {method:?}: max error {err}", case.name);
+            let err = got
+                .iter()
+                .zip(want)
+                .map(|(g, w)| (g - w).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                err <= tol * scale,
+                "{} {method:?}: max error {err}",
+                case.name
+            );
         }
     }
 }
@@ -92,9 +124,20 @@ fn integer_results_match_octave_exactly() {
         .unwrap();
         assert_eq!(got, to_int(case.get("C")), "{}", case.name);
         // int32 too.
-        let got32 = conv_with(&a.mapv(|v| v as i32).view(), &b.mapv(|v| v as i32).view(), case.mode, Method::Direct).unwrap();
+        let got32 = conv_with(
+            &a.mapv(|v| v as i32).view(),
+            &b.mapv(|v| v as i32).view(),
+            case.mode,
+            Method::Direct,
+        )
+        .unwrap();
         if case.func != "filter2" {
-            assert_eq!(got32.mapv(i64::from), to_int(case.get("C")), "{} int32", case.name);
+            assert_eq!(
+                got32.mapv(i64::from),
+                to_int(case.get("C")),
+                "{} int32",
+                case.name
+            );
         }
         checked += 1;
     }

@@ -48,7 +48,9 @@ pub fn run(which: Which) -> Result<()> {
 fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
     let mut s = seed;
     ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
     })
 }
@@ -80,7 +82,14 @@ fn signal(args: SignalArgs) -> Result<()> {
         );
         println!(
             "{:>9} {:>7} {:>9} {:>9} {:>7} {:>11} {:>18} {:>15}",
-            "kernel", "method", "ms", "GFLOP/s", "%peak", "scipy ms", "× vs best scipy", "× vs octave"
+            "kernel",
+            "method",
+            "ms",
+            "GFLOP/s",
+            "%peak",
+            "scipy ms",
+            "× vs best scipy",
+            "× vs octave"
         );
     }
     for (k, scipy_ms, scipy_name, octave_ms) in SIGNAL_REFERENCE {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 /// type); mixed types are promoted as NumPy does (int32 with float32 gives
 /// float64). Arrays of different rank get trailing singleton dimensions.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  gconv conv signal.npy kernel.npy -o out.npy --mode same\n  gconv conv '[1 2 3]' '[1 1]' -o out.npy\n  gconv conv image.npy '[1 2 1; 0 0 0; -1 -2 -1]' -o edges.npy --mode valid")]
+#[command(
+    after_help = "Examples:\n  gconv conv signal.npy kernel.npy -o out.npy --mode same\n  gconv conv '[1 2 3]' '[1 1]' -o out.npy\n  gconv conv image.npy '[1 2 1; 0 0 0; -1 -2 -1]' -o edges.npy --mode valid"
+)]
 pub struct Args {
     /// First array: a .npy file, a text file with one matrix row per line,
     /// or a MATLAB-style literal such as "[1 2; 3 4]" (text is float64).
@@ -60,7 +62,7 @@ fn load(arg: &str) -> Result<DynArray> {
         return Ok(read_npy(path)?);
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {arg}"))?;
-    Ok(DynArray::F64(
-        parse_matrix(&text).with_context(|| format!("{arg} is neither a .npy file nor a text matrix"))?,
-    ))
+    Ok(DynArray::F64(parse_matrix(&text).with_context(|| {
+        format!("{arg} is neither a .npy file nor a text matrix")
+    })?))
 }

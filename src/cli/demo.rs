@@ -27,7 +27,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let mut randi = |lo: i64, hi: i64, n: usize| Array1::from_shape_fn(n, |_| rng.random_range(lo..=hi)).into_dyn();
+    let mut randi = |lo: i64, hi: i64, n: usize| {
+        Array1::from_shape_fn(n, |_| rng.random_range(lo..=hi)).into_dyn()
+    };
 
     println!("1. Full convolution of two vectors (length m + n - 1):");
     let (v1, v2) = (randi(-10, 10, 5), randi(-10, 10, 5));
@@ -35,29 +37,53 @@ pub fn run(args: Args) -> Result<()> {
     println!("   vec1 = {v1}\n   vec2 = {v2}\n   conv(vec1, vec2) = {full}");
     let (l1, l2) = (rng_len(args.seed, 1), rng_len(args.seed, 2));
     let (u, w) = (randi(-10, 10, l1), randi(-10, 10, l2));
-    let commutes = conv(&u.view(), &w.view(), Mode::Full)? == conv(&w.view(), &u.view(), Mode::Full)?;
+    let commutes =
+        conv(&u.view(), &w.view(), Mode::Full)? == conv(&w.view(), &u.view(), Mode::Full)?;
     println!("   conv(u, v) == conv(v, u) for lengths {l1} and {l2}: {commutes}");
     for mode in [Mode::Same, Mode::Valid] {
-        println!("   conv(vec1, vec2, '{mode}') = {}", conv(&v1.view(), &v2.view(), mode)?);
+        println!(
+            "   conv(vec1, vec2, '{mode}') = {}",
+            conv(&v1.view(), &v2.view(), mode)?
+        );
     }
 
-    println!("\n2. conv2 'valid' of an 8×8 integer matrix with k = A .* A' (A = randi([-5, 5], 3, 3)):");
+    println!(
+        "\n2. conv2 'valid' of an 8×8 integer matrix with k = A .* A' (A = randi([-5, 5], 3, 3)):"
+    );
     let m = randi(0, 10, 64).into_shape_with_order(IxDyn(&[8, 8]))?;
     let k = parse_kernel(&format!("random-symmetric:3:{}", args.seed))?.mapv(|v| v as i64);
     let valid = conv(&m.view(), &k.view(), Mode::Valid)?;
-    println!("   k =\n{}\n   conv2(M, k, 'valid') is {:?}:\n{}", indent(&k), valid.shape(), indent(&valid));
+    println!(
+        "   k =\n{}\n   conv2(M, k, 'valid') is {:?}:\n{}",
+        indent(&k),
+        valid.shape(),
+        indent(&valid)
+    );
 
     println!("\n3. Image filtering: conv2(im2double(I), k, 'valid'), normalize, imshow-style PNG:");
     let image = match &args.image {
         Some(p) => read_image(p, ColorMode::Gray)?,
         None => test_pattern(256),
     };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
     let input_png = args.out.join("input.png");
     write_png(&input_png, &image.view())?;
-    println!("   input ({}×{}): {}", image.shape()[0], image.shape()[1], input_png.display());
+    println!(
+        "   input ({}×{}): {}",
+        image.shape()[0],
+        image.shape()[1],
+        input_png.display()
+    );
     let random = format!("random-symmetric:3:{}", args.seed);
-    for spec in ["sobel-x", "sobel-y", "laplacian", "gaussian:2", "sharpen", random.as_str()] {
+    for spec in [
+        "sobel-x",
+        "sobel-y",
+        "laplacian",
+        "gaussian:2",
+        "sharpen",
+        random.as_str(),
+    ] {
         let kernel = parse_kernel(spec)?;
         let mut out = filter_image(&image, &kernel, Mode::Valid, Method::Auto)?;
         normalize(&mut out, Normalize::Zscore, NormScope::Columns);
@@ -75,7 +101,11 @@ fn rng_len(seed: u64, salt: u64) -> usize {
 }
 
 fn indent(a: &ArrayD<i64>) -> String {
-    a.to_string().lines().map(|l| format!("   {l}")).collect::<Vec<_>>().join("\n")
+    a.to_string()
+        .lines()
+        .map(|l| format!("   {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A grey test image in [0, 1]: a shaded background, a bright disc, a dark

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 /// Filter an image as MATLAB does: conv2(im2double(rgb2gray(I)), K, mode),
 /// then normalize, written as an 8-bit PNG clipped to [0, 1] like imshow.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Kernels:\n  sobel-x, sobel-y            fspecial('sobel') and its transpose\n  laplacian[:ALPHA]           fspecial('laplacian', ALPHA), ALPHA = 0.2 by default\n  gaussian:SIGMA[:SIZE]       fspecial('gaussian', SIZE, SIGMA), SIZE = 2*ceil(2*SIGMA)+1 by default\n  box:N                       ones(N)/N^2\n  sharpen, emboss             the usual 3x3 kernels\n  random-symmetric:N:SEED     the seed article's A = randi([-5,5],N,N); k = A.*A'\n  \"[1 2 1; 0 0 0; -1 -2 -1]\"   a matrix literal\n  kernel.npy                  a matrix from a file\n\nExample:\n  gconv filter photo.png -k sobel-x -o edges.png")]
+#[command(
+    after_help = "Kernels:\n  sobel-x, sobel-y            fspecial('sobel') and its transpose\n  laplacian[:ALPHA]           fspecial('laplacian', ALPHA), ALPHA = 0.2 by default\n  gaussian:SIGMA[:SIZE]       fspecial('gaussian', SIZE, SIGMA), SIZE = 2*ceil(2*SIGMA)+1 by default\n  box:N                       ones(N)/N^2\n  sharpen, emboss             the usual 3x3 kernels\n  random-symmetric:N:SEED     the seed article's A = randi([-5,5],N,N); k = A.*A'\n  \"[1 2 1; 0 0 0; -1 -2 -1]\"   a matrix literal\n  kernel.npy                  a matrix from a file\n\nExample:\n  gconv filter photo.png -k sobel-x -o edges.png"
+)]
 pub struct Args {
     /// Input image (PNG or JPEG; colour is converted to grey with MATLAB's
     /// rgb2gray weights unless --per-channel).
@@ -43,11 +45,22 @@ pub fn run(args: Args) -> Result<()> {
     let method: Method = args.method.parse()?;
     let how: Normalize = args.normalize.parse()?;
     let scope: NormScope = args.norm_over.parse()?;
-    if args.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() != Some("png") {
+    if args
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+        != Some("png")
+    {
         bail!("output {} must be a .png file", args.output.display());
     }
     let kernel = parse_kernel(&args.kernel)?;
-    let colour = if args.per_channel { ColorMode::PerChannel } else { ColorMode::Gray };
+    let colour = if args.per_channel {
+        ColorMode::PerChannel
+    } else {
+        ColorMode::Gray
+    };
     let image = read_image(&args.image, colour)?;
     let mut out = filter_image(&image, &kernel, mode, method)?;
     normalize(&mut out, how, scope);

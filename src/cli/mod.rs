@@ -26,6 +26,8 @@ enum Command {
     Conv(conv::Args),
     Filter(filter::Args),
     Demo(demo::Args),
+    /// Time gconv's kernels: ms, GFLOP/s, % of machine peak and the ratio to
+    /// the reference numbers measured on this machine kind.
     #[command(subcommand)]
     Bench(bench::Which),
 }
@@ -34,7 +36,9 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     match cli.command {
         Command::Conv(a) => conv::run(a),

@@ -81,7 +81,9 @@ pub fn parse_kernel(spec: &str) -> Result<ArrayD<f64>> {
         }
     };
     if args.len() > max_args {
-        return Err(Error::invalid(format!("kernel '{spec}' has too many ':' arguments")));
+        return Err(Error::invalid(format!(
+            "kernel '{spec}' has too many ':' arguments"
+        )));
     }
     let k = match name {
         "sobel-y" => matrix3([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]]),
@@ -89,9 +91,15 @@ pub fn parse_kernel(spec: &str) -> Result<ArrayD<f64>> {
         "sharpen" => matrix3([[0.0, -1.0, 0.0], [-1.0, 5.0, -1.0], [0.0, -1.0, 0.0]]),
         "emboss" => matrix3([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]),
         "laplacian" => {
-            let alpha = if args.is_empty() { 0.2 } else { num(0, "ALPHA")? };
+            let alpha = if args.is_empty() {
+                0.2
+            } else {
+                num(0, "ALPHA")?
+            };
             if !(0.0..=1.0).contains(&alpha) {
-                return Err(Error::invalid(format!("kernel '{spec}': ALPHA must be in [0, 1]")));
+                return Err(Error::invalid(format!(
+                    "kernel '{spec}': ALPHA must be in [0, 1]"
+                )));
             }
             let (c, e) = (alpha / 4.0, (1.0 - alpha) / 4.0);
             matrix3([[c, e, c], [e, -1.0, e], [c, e, c]]).mapv(|v| v * 4.0 / (alpha + 1.0))
@@ -99,7 +107,9 @@ pub fn parse_kernel(spec: &str) -> Result<ArrayD<f64>> {
         "gaussian" => {
             let sigma = num(0, "SIGMA")?;
             if sigma <= 0.0 {
-                return Err(Error::invalid(format!("kernel '{spec}': SIGMA must be positive")));
+                return Err(Error::invalid(format!(
+                    "kernel '{spec}': SIGMA must be positive"
+                )));
             }
             let size = if args.len() > 1 {
                 count(1, "SIZE")?
@@ -148,15 +158,20 @@ pub fn parse_matrix(text: &str) -> Result<ArrayD<f64>> {
     let body = body.strip_prefix('[').unwrap_or(body);
     let body = body.strip_suffix(']').unwrap_or(body);
     if body.contains(['[', ']']) {
-        return Err(Error::invalid(format!("matrix '{text}': nested brackets are not supported")));
+        return Err(Error::invalid(format!(
+            "matrix '{text}': nested brackets are not supported"
+        )));
     }
     let mut rows: Vec<Vec<f64>> = Vec::new();
     for (r, line) in body.split([';', '\n']).enumerate() {
         let mut row = Vec::new();
         for token in line.split([' ', ',', '\t', '\r']).filter(|t| !t.is_empty()) {
-            let v: f64 = token
-                .parse()
-                .map_err(|_| Error::invalid(format!("matrix '{text}': '{token}' in row {} is not a number", r + 1)))?;
+            let v: f64 = token.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "matrix '{text}': '{token}' in row {} is not a number",
+                    r + 1
+                ))
+            })?;
             row.push(v);
         }
         if !row.is_empty() {
@@ -172,7 +187,8 @@ pub fn parse_matrix(text: &str) -> Result<ArrayD<f64>> {
         )));
     }
     let n = rows.len();
-    ArrayD::from_shape_vec(IxDyn(&[n, cols]), rows.concat()).map_err(|e| Error::invalid(e.to_string()))
+    ArrayD::from_shape_vec(IxDyn(&[n, cols]), rows.concat())
+        .map_err(|e| Error::invalid(e.to_string()))
 }
 
 impl DynArray {
@@ -196,8 +212,18 @@ mod tests {
         assert_eq!(k, parse_kernel("sobel-y").unwrap());
         assert_eq!(parse_matrix("1,2\n3,4").unwrap().shape(), &[2, 2]);
         assert_eq!(parse_matrix("[]").unwrap().shape(), &[0, 0]);
-        assert!(parse_matrix("[1 2; 3]").unwrap_err().to_string().contains("row 2"));
-        assert!(parse_matrix("[1 x]").unwrap_err().to_string().contains("'x'"));
+        assert!(
+            parse_matrix("[1 2; 3]")
+                .unwrap_err()
+                .to_string()
+                .contains("row 2")
+        );
+        assert!(
+            parse_matrix("[1 x]")
+                .unwrap_err()
+                .to_string()
+                .contains("'x'")
+        );
     }
 
     #[test]
@@ -215,7 +241,10 @@ mod tests {
         let s: f64 = (-2..=2).map(|x: i32| (-(x * x) as f64 / 2.0).exp()).sum();
         assert!((g[[2, 2]] - 1.0 / (s * s)).abs() < 1e-15);
         assert_eq!(parse_kernel("box:2").unwrap().sum(), 1.0);
-        assert_eq!(parse_kernel("sobel-x").unwrap().t(), parse_kernel("sobel-y").unwrap());
+        assert_eq!(
+            parse_kernel("sobel-x").unwrap().t(),
+            parse_kernel("sobel-y").unwrap()
+        );
     }
 
     #[test]
@@ -229,7 +258,15 @@ mod tests {
 
     #[test]
     fn bad_specs_are_errors() {
-        for bad in ["blur", "gaussian", "gaussian:-1", "box:0", "box:2.5", "sobel-x:3", "laplacian:2"] {
+        for bad in [
+            "blur",
+            "gaussian",
+            "gaussian:-1",
+            "box:0",
+            "box:2.5",
+            "sobel-x:3",
+            "laplacian:2",
+        ] {
             assert!(parse_kernel(bad).is_err(), "{bad}");
         }
     }

@@ -14,7 +14,12 @@ use ndarray::ArrayD;
 /// Convolves an image (`[H, W]`, or `[H, W, C]` with each channel filtered
 /// separately) with the 2-D `kernel` (true convolution: the kernel is
 /// rotated 180°, as `conv2` does).
-pub fn filter_image(image: &ArrayD<f64>, kernel: &ArrayD<f64>, mode: Mode, method: Method) -> Result<ArrayD<f64>> {
+pub fn filter_image(
+    image: &ArrayD<f64>,
+    kernel: &ArrayD<f64>,
+    mode: Mode,
+    method: Method,
+) -> Result<ArrayD<f64>> {
     if kernel.ndim() != 2 {
         return Err(Error::invalid(format!(
             "an image kernel must be a matrix, got shape {:?}",

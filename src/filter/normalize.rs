@@ -67,7 +67,9 @@ pub fn normalize(x: &mut ArrayD<f64>, how: Normalize, scope: NormScope) {
             let mean = values.iter().sum::<f64>() / n;
             let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
             let sd = var.sqrt();
-            values.iter_mut().for_each(|v| *v = if sd > 0.0 { (*v - mean) / sd } else { 0.0 });
+            values
+                .iter_mut()
+                .for_each(|v| *v = if sd > 0.0 { (*v - mean) / sd } else { 0.0 });
         }
         Normalize::Range => {
             let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -108,7 +110,14 @@ mod tests {
         let mut x = arr2(&[[1.0, 2.0], [3.0, 6.0], [4.0, 4.0]]).into_dyn();
         normalize(&mut x, Normalize::Zscore, NormScope::Columns);
         let s = (7.0f64 / 3.0).sqrt();
-        let want = [(1.0 - 8.0 / 3.0) / s, -1.0, (3.0 - 8.0 / 3.0) / s, 1.0, (4.0 - 8.0 / 3.0) / s, 0.0];
+        let want = [
+            (1.0 - 8.0 / 3.0) / s,
+            -1.0,
+            (3.0 - 8.0 / 3.0) / s,
+            1.0,
+            (4.0 - 8.0 / 3.0) / s,
+            0.0,
+        ];
         for (g, w) in x.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{g} vs {w}");
         }

@@ -27,7 +27,9 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o644);
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o644);
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(path, e))?;
@@ -45,7 +47,10 @@ mod tests {
     fn failed_write_keeps_old_file_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.bin");
-        write_atomic(&path, |w| w.write_all(b"old").map_err(|e| Error::io("x", e))).unwrap();
+        write_atomic(&path, |w| {
+            w.write_all(b"old").map_err(|e| Error::io("x", e))
+        })
+        .unwrap();
         let err = write_atomic(&path, |w| {
             w.write_all(b"partial").unwrap();
             Err(Error::invalid("stop"))

@@ -43,23 +43,43 @@ pub fn read_image(path: &Path, mode: ColorMode) -> Result<ArrayD<f64>> {
     let colour = img.color().has_color();
     let (shape, values): (Vec<usize>, Vec<f64>) = if !colour {
         let v = if sixteen {
-            img.into_luma16().into_raw().into_iter().map(f64::from).collect()
+            img.into_luma16()
+                .into_raw()
+                .into_iter()
+                .map(f64::from)
+                .collect()
         } else {
-            img.into_luma8().into_raw().into_iter().map(f64::from).collect()
+            img.into_luma8()
+                .into_raw()
+                .into_iter()
+                .map(f64::from)
+                .collect()
         };
         (vec![h, w], v)
     } else {
         let rgb: Vec<f64> = if sixteen {
-            img.into_rgb16().into_raw().into_iter().map(f64::from).collect()
+            img.into_rgb16()
+                .into_raw()
+                .into_iter()
+                .map(f64::from)
+                .collect()
         } else {
-            img.into_rgb8().into_raw().into_iter().map(f64::from).collect()
+            img.into_rgb8()
+                .into_raw()
+                .into_iter()
+                .map(f64::from)
+                .collect()
         };
         match mode {
             ColorMode::PerChannel => (vec![h, w, 3], rgb),
             ColorMode::Gray => {
                 let grey = rgb
                     .chunks_exact(3)
-                    .map(|p| (RGB2GRAY[0] * p[0] + RGB2GRAY[1] * p[1] + RGB2GRAY[2] * p[2]).round().min(max))
+                    .map(|p| {
+                        (RGB2GRAY[0] * p[0] + RGB2GRAY[1] * p[1] + RGB2GRAY[2] * p[2])
+                            .round()
+                            .min(max)
+                    })
                     .collect();
                 (vec![h, w], grey)
             }
@@ -72,13 +92,21 @@ pub fn read_image(path: &Path, mode: ColorMode) -> Result<ArrayD<f64>> {
 /// Writes `[H, W]` (grey) or `[H, W, 3]` (RGB) values as an 8-bit PNG,
 /// clipped to [0, 1] as `imshow` displays them (NaN as 0), atomically.
 pub fn write_png(path: &Path, img: &ArrayViewD<f64>) -> Result<()> {
-    let to_u8 = |v: f64| if v.is_nan() { 0 } else { (v.clamp(0.0, 1.0) * 255.0).round() as u8 };
+    let to_u8 = |v: f64| {
+        if v.is_nan() {
+            0
+        } else {
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        }
+    };
     let shape = img.shape();
     let std = img.as_standard_layout();
     let bytes: Vec<u8> = std.iter().map(|&v| to_u8(v)).collect();
     let dynimg = match shape {
-        [h, w] => ImageBuffer::<Luma<u8>, _>::from_raw(*w as u32, *h as u32, bytes).map(DynamicImage::ImageLuma8),
-        [h, w, 3] => ImageBuffer::<Rgb<u8>, _>::from_raw(*w as u32, *h as u32, bytes).map(DynamicImage::ImageRgb8),
+        [h, w] => ImageBuffer::<Luma<u8>, _>::from_raw(*w as u32, *h as u32, bytes)
+            .map(DynamicImage::ImageLuma8),
+        [h, w, 3] => ImageBuffer::<Rgb<u8>, _>::from_raw(*w as u32, *h as u32, bytes)
+            .map(DynamicImage::ImageRgb8),
         _ => None,
     }
     .ok_or_else(|| {
@@ -130,7 +158,10 @@ mod tests {
         let a = ndarray::arr2(&[[-1.0, 0.0, 0.5], [1.0, 2.0, f64::NAN]]).into_dyn();
         write_png(&p, &a.view()).unwrap();
         let back = read_image(&p, ColorMode::Gray).unwrap();
-        assert_eq!(back.as_slice().unwrap(), &[0.0, 0.0, 128.0 / 255.0, 1.0, 1.0, 0.0]);
+        assert_eq!(
+            back.as_slice().unwrap(),
+            &[0.0, 0.0, 128.0 / 255.0, 1.0, 1.0, 0.0]
+        );
     }
 
     #[test]

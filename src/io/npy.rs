@@ -18,7 +18,9 @@ pub fn read_npy(path: &Path) -> Result<DynArray> {
     let fail = |e: ReadNpyError| Error::format(path, format!("not a valid .npy file: {e}"));
 
     /// Reads as `T`; `Ok(None)` when the file holds another type.
-    fn attempt<T: ReadableElement + Clone>(bytes: &[u8]) -> Result<Option<ArrayD<T>>, ReadNpyError> {
+    fn attempt<T: ReadableElement + Clone>(
+        bytes: &[u8],
+    ) -> Result<Option<ArrayD<T>>, ReadNpyError> {
         match ArrayD::<T>::read_npy(Cursor::new(bytes)) {
             Ok(a) => Ok(Some(a.as_standard_layout().into_owned())),
             Err(ReadNpyError::WrongDescriptor(_)) => Ok(None),

@@ -117,11 +117,11 @@ impl<'s> Lead<'s> {
         }
         let lo = |d: usize| (full[d] - self.a[d] as isize + 1).max(0);
         let hi = |d: usize| (full[d] + 1).min(self.b[d] as isize);
-        for d in 0..dims {
+        for (d, k) in k.iter_mut().enumerate() {
             if lo(d) >= hi(d) {
                 return;
             }
-            k[d] = lo(d);
+            *k = lo(d);
         }
         loop {
             let (mut a_row, mut b_row) = (0usize, 0usize);
@@ -181,7 +181,6 @@ pub(crate) fn reference<T: Scalar>(
 ) -> Vec<T> {
     let rank = ashape.len();
     let total: usize = spans.iter().map(|s| s.len).product();
-    let nb: usize = bshape.iter().product();
     let mut out = vec![T::zero(); total];
     for (q, o) in out.iter_mut().enumerate() {
         let mut full = vec![0isize; rank];
@@ -190,7 +189,7 @@ pub(crate) fn reference<T: Scalar>(
             full[d] = spans[d].start + (rest % spans[d].len) as isize;
             rest /= spans[d].len;
         }
-        for kb in 0..nb {
+        for (kb, &bk) in b.iter().enumerate() {
             let (mut rest, mut ia, mut stride, mut inside) = (kb, 0usize, 1usize, true);
             for d in (0..rank).rev() {
                 let k = (rest % bshape[d]) as isize;
@@ -201,7 +200,7 @@ pub(crate) fn reference<T: Scalar>(
                 stride *= ashape[d];
             }
             if inside {
-                *o = *o + b[kb] * a[ia];
+                *o = *o + bk * a[ia];
             }
         }
     }

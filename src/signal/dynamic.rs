@@ -23,7 +23,11 @@ impl DType {
     /// (`int32 + float32 → float64`, `float32 + complex64 → complex64`, …).
     pub fn promote(self, other: DType) -> DType {
         use DType::*;
-        let (lo, hi) = if self.order() <= other.order() { (self, other) } else { (other, self) };
+        let (lo, hi) = if self.order() <= other.order() {
+            (self, other)
+        } else {
+            (other, self)
+        };
         match (lo, hi) {
             (x, y) if x == y => x,
             (I32, I64) => I64,
@@ -160,7 +164,13 @@ fn dyn_op(a: DynArray, b: DynArray, mode: Mode, method: Method, flip: bool) -> R
     })
 }
 
-fn go<T: ConvElement>(a: &ArrayD<T>, b: &ArrayD<T>, mode: Mode, method: Method, flip: bool) -> Result<ArrayD<T>> {
+fn go<T: ConvElement>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    mode: Mode,
+    method: Method,
+    flip: bool,
+) -> Result<ArrayD<T>> {
     if flip {
         correlate(&a.view(), &b.view(), mode, method)
     } else {

@@ -98,9 +98,19 @@ pub(crate) trait FftElem<F: FftFloat>: Scalar {
     /// Plans the forward and inverse last-axis transforms of length `n`.
     fn plan(n: usize) -> LastAxis<F>;
     /// `out = FFT(row)`; `row` may be overwritten.
-    fn forward(plan: &LastAxis<F>, row: &mut [Self], out: &mut [Complex<F>], scratch: &mut [Complex<F>]);
+    fn forward(
+        plan: &LastAxis<F>,
+        row: &mut [Self],
+        out: &mut [Complex<F>],
+        scratch: &mut [Complex<F>],
+    );
     /// `out = unnormalised inverse FFT(spec)`; `spec` may be overwritten.
-    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [Self], scratch: &mut [Complex<F>]);
+    fn inverse(
+        plan: &LastAxis<F>,
+        spec: &mut [Complex<F>],
+        out: &mut [Self],
+        scratch: &mut [Complex<F>],
+    );
     /// `self · s` for a real scale `s`.
     fn scale(self, s: F) -> Self;
 }
@@ -114,16 +124,30 @@ impl<F: FftFloat> FftElem<F> for F {
         let mut planner = RealFftPlanner::<F>::new();
         LastAxis::Real(planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
     }
-    fn forward(plan: &LastAxis<F>, row: &mut [F], out: &mut [Complex<F>], scratch: &mut [Complex<F>]) {
-        let LastAxis::Real(r2c, _) = plan else { unreachable!("real data, real plan") };
+    fn forward(
+        plan: &LastAxis<F>,
+        row: &mut [F],
+        out: &mut [Complex<F>],
+        scratch: &mut [Complex<F>],
+    ) {
+        let LastAxis::Real(r2c, _) = plan else {
+            unreachable!("real data, real plan")
+        };
         r2c.process_with_scratch(row, out, scratch)
             .expect("buffer lengths come from the plan");
     }
-    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [F], scratch: &mut [Complex<F>]) {
-        let LastAxis::Real(_, c2r) = plan else { unreachable!("real data, real plan") };
+    fn inverse(
+        plan: &LastAxis<F>,
+        spec: &mut [Complex<F>],
+        out: &mut [F],
+        scratch: &mut [Complex<F>],
+    ) {
+        let LastAxis::Real(_, c2r) = plan else {
+            unreachable!("real data, real plan")
+        };
         // The spectrum of real data has real end points; drop rounding noise.
         spec[0].im = F::zero();
-        if out.len() % 2 == 0 {
+        if out.len().is_multiple_of(2) {
             spec[spec.len() - 1].im = F::zero();
         }
         c2r.process_with_scratch(spec, out, scratch)
@@ -143,13 +167,27 @@ impl<F: FftFloat> FftElem<F> for Complex<F> {
         let mut planner = FftPlanner::<F>::new();
         LastAxis::Complex(planner.plan_fft_forward(n), planner.plan_fft_inverse(n))
     }
-    fn forward(plan: &LastAxis<F>, row: &mut [Self], out: &mut [Complex<F>], scratch: &mut [Complex<F>]) {
-        let LastAxis::Complex(fwd, _) = plan else { unreachable!("complex data, complex plan") };
+    fn forward(
+        plan: &LastAxis<F>,
+        row: &mut [Self],
+        out: &mut [Complex<F>],
+        scratch: &mut [Complex<F>],
+    ) {
+        let LastAxis::Complex(fwd, _) = plan else {
+            unreachable!("complex data, complex plan")
+        };
         out.copy_from_slice(row);
         fwd.process_with_scratch(out, scratch);
     }
-    fn inverse(plan: &LastAxis<F>, spec: &mut [Complex<F>], out: &mut [Self], scratch: &mut [Complex<F>]) {
-        let LastAxis::Complex(_, inv) = plan else { unreachable!("complex data, complex plan") };
+    fn inverse(
+        plan: &LastAxis<F>,
+        spec: &mut [Complex<F>],
+        out: &mut [Self],
+        scratch: &mut [Complex<F>],
+    ) {
+        let LastAxis::Complex(_, inv) = plan else {
+            unreachable!("complex data, complex plan")
+        };
         inv.process_with_scratch(spec, scratch);
         out.copy_from_slice(spec);
     }
@@ -174,11 +212,11 @@ pub(crate) fn fast_len(n: usize, even: bool) -> usize {
     loop {
         let mut r = l;
         for p in [2, 3, 5, 7] {
-            while r % p == 0 {
+            while r.is_multiple_of(p) {
                 r /= p;
             }
         }
-        if r == 1 && (!even || l % 2 == 0) {
+        if r == 1 && (!even || l.is_multiple_of(2)) {
             return l;
         }
         l += 1;
@@ -204,7 +242,8 @@ impl Blocking {
             block: m,
             len: fast_len(need.max(m).max(n), even),
         };
-        let cost = |b: &Blocking| (m.div_ceil(b.block) * b.len) as f64 * (b.len as f64).log2().max(1.0);
+        let cost =
+            |b: &Blocking| (m.div_ceil(b.block) * b.len) as f64 * (b.len as f64).log2().max(1.0);
         let mut best = single;
         let mut target = 4 * n.max(8);
         while target < single.len {
@@ -225,7 +264,11 @@ impl Blocking {
     /// "points × log2 points" of the per-block transforms (3 per block).
     pub(crate) fn cost(blocks: &[Blocking], m: &[usize]) -> f64 {
         let points: f64 = blocks.iter().map(|b| b.len as f64).product();
-        let count: f64 = blocks.iter().zip(m).map(|(b, &m)| m.div_ceil(b.block) as f64).product();
+        let count: f64 = blocks
+            .iter()
+            .zip(m)
+            .map(|(b, &m)| m.div_ceil(b.block) as f64)
+            .product();
         3.0 * count * points * points.log2().max(1.0)
     }
 }
@@ -253,9 +296,15 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
     let kernel = plans.forward(b, bshape, &vec![0; rank], bshape, true);
 
     // Every block of `a` whose full-convolution range meets the kept span.
-    let counts: Vec<usize> = (0..rank).map(|d| ashape[d].div_ceil(blocks[d].block)).collect();
+    let counts: Vec<usize> = (0..rank)
+        .map(|d| ashape[d].div_ceil(blocks[d].block))
+        .collect();
     let block_list: Vec<Vec<usize>> = MultiIndex::new(&counts)
-        .map(|idx| (0..rank).map(|d| idx[d] * blocks[d].block).collect::<Vec<_>>())
+        .map(|idx| {
+            (0..rank)
+                .map(|d| idx[d] * blocks[d].block)
+                .collect::<Vec<_>>()
+        })
         .filter(|start: &Vec<usize>| {
             (0..rank).all(|d| {
                 let extent = blocks[d].block.min(ashape[d] - start[d]);
@@ -278,10 +327,14 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
             .par_iter()
             .filter(|start| (0..rank).all(|d| (start[d] / blocks[d].block) % 2 == parity[d]))
             .for_each(|start| {
-                let extent: Vec<usize> = (0..rank).map(|d| blocks[d].block.min(ashape[d] - start[d])).collect();
+                let extent: Vec<usize> = (0..rank)
+                    .map(|d| blocks[d].block.min(ashape[d] - start[d]))
+                    .collect();
                 let mut spec = plans.forward(a, ashape, start, &extent, false);
                 if rank == 1 {
-                    spec.iter_mut().zip(kernel.iter()).for_each(|(s, k)| *s = *s * *k);
+                    spec.iter_mut()
+                        .zip(kernel.iter())
+                        .for_each(|(s, k)| *s = *s * *k);
                 } else {
                     plans.convolve_first_axis(&mut spec, &kernel);
                 }
@@ -293,6 +346,9 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
     out
 }
 
+/// Forward and inverse complex transforms of one length.
+type FftPair<F> = (Arc<dyn Fft<F>>, Arc<dyn Fft<F>>);
+
 /// The transforms of one FFT shape.
 struct Plans<F: FftFloat, T: FftElem<F>> {
     /// FFT length per dimension.
@@ -301,7 +357,7 @@ struct Plans<F: FftFloat, T: FftElem<F>> {
     spec: Vec<usize>,
     last: LastAxis<F>,
     /// Forward and inverse complex transforms along each leading dimension.
-    lead: Vec<(Arc<dyn Fft<F>>, Arc<dyn Fft<F>>)>,
+    lead: Vec<FftPair<F>>,
     _elem: std::marker::PhantomData<T>,
 }
 
@@ -330,7 +386,14 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
     /// Spectrum of the part `start .. start + extent` of `x` (shape `shape`),
     /// zero-padded to the FFT lengths; along dimension 0 only when
     /// `first_axis` is set (see [`Plans::convolve_first_axis`]).
-    fn forward(&self, x: &[T], shape: &[usize], start: &[usize], extent: &[usize], first_axis: bool) -> Pooled<F> {
+    fn forward(
+        &self,
+        x: &[T],
+        shape: &[usize],
+        start: &[usize],
+        extent: &[usize],
+        first_axis: bool,
+    ) -> Pooled<F> {
         let rank = shape.len();
         let (w, h) = (self.lens[rank - 1], self.spec[rank - 1]);
         let mut spec = Pooled::zeroed(self.spec.iter().product());
@@ -376,13 +439,23 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
     /// # Safety
     /// `out` must point to `total` elements that no other thread touches in
     /// the positions this block writes.
-    unsafe fn inverse_add(&self, mut spec: Pooled<F>, spans: &[Span], start: &[usize], scale: F, out: SharedMut<T>, total: usize) {
+    unsafe fn inverse_add(
+        &self,
+        mut spec: Pooled<F>,
+        spans: &[Span],
+        start: &[usize],
+        scale: F,
+        out: SharedMut<T>,
+        total: usize,
+    ) {
         let rank = self.lens.len();
         for d in 1..rank - 1 {
             self.along(&mut spec, d, true);
         }
         let h = self.spec[rank - 1];
-        let pos: Vec<Vec<(usize, usize)>> = (0..rank).map(|d| self.positions(spans[d], start[d], d).collect()).collect();
+        let pos: Vec<Vec<(usize, usize)>> = (0..rank)
+            .map(|d| self.positions(spans[d], start[d], d).collect())
+            .collect();
         // (output row, spectrum row) for every kept row.
         let counts: Vec<usize> = pos[..rank - 1].iter().map(Vec::len).collect();
         let rows: Vec<(usize, usize)> = MultiIndex::new(&counts)
@@ -401,17 +474,21 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
         let scratch_len = self.last.scratch_len();
         let spec_rows = SharedMut(spec.as_mut_ptr());
         rows.par_iter().for_each_init(
-            || (vec![T::zero(); self.lens[rank - 1]], vec![Complex::zero(); scratch_len]),
+            || {
+                (
+                    vec![T::zero(); self.lens[rank - 1]],
+                    vec![Complex::zero(); scratch_len],
+                )
+            },
             |(row, scratch), &(o_row, p_row)| {
-                let (spec_rows, out) = (spec_rows, out);
                 debug_assert!((o_row + 1) * width <= total);
                 // SAFETY: each spectrum row and each output row appears in
                 // one task only (distinct kept indices map to distinct
                 // positions); the caller guarantees the output rows.
                 let (s, dst) = unsafe {
                     (
-                        std::slice::from_raw_parts_mut(spec_rows.0.add(p_row * h), h),
-                        std::slice::from_raw_parts_mut(out.0.add(o_row * width), width),
+                        std::slice::from_raw_parts_mut(spec_rows.ptr().add(p_row * h), h),
+                        std::slice::from_raw_parts_mut(out.ptr().add(o_row * width), width),
                     )
                 };
                 T::inverse(&self.last, s, row, scratch);
@@ -424,7 +501,12 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
 
     /// Pairs (kept index, position in the circular block result) along
     /// dimension `d` for a block starting at signal index `start`.
-    fn positions(&self, span: Span, start: usize, d: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    fn positions(
+        &self,
+        span: Span,
+        start: usize,
+        d: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + '_ {
         let l = self.lens[d] as isize;
         // A lone block's length leaves the kept span free of wrap-around, and
         // a block among several has no wrap-around at all (l ≥ block + n − 1),
@@ -437,8 +519,14 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
 
     /// In-place complex FFT of `spec` along leading dimension `d`.
     fn along(&self, spec: &mut [Complex<F>], d: usize, inverse: bool) {
-        let plan = if inverse { &self.lead[d].1 } else { &self.lead[d].0 };
-        self.tiles(spec, d, |buf, _, _, scratch| plan.process_with_scratch(buf, scratch));
+        let plan = if inverse {
+            &self.lead[d].1
+        } else {
+            &self.lead[d].0
+        };
+        self.tiles(spec, d, |buf, _, _, scratch| {
+            plan.process_with_scratch(buf, scratch)
+        });
     }
 
     /// The spectrum product along dimension 0, fused: per tile of columns,
@@ -463,32 +551,44 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
     /// Runs `f(lines, outer index, first column, scratch)` on tiles of up to
     /// [`TILE`] columns along leading dimension `d`, gathered into contiguous
     /// lines of length `spec[d]` and scattered back afterwards, in parallel.
-    fn tiles(&self, spec: &mut [Complex<F>], d: usize, f: impl Fn(&mut [Complex<F>], usize, usize, &mut [Complex<F>]) + Sync) {
+    fn tiles(
+        &self,
+        spec: &mut [Complex<F>],
+        d: usize,
+        f: impl Fn(&mut [Complex<F>], usize, usize, &mut [Complex<F>]) + Sync,
+    ) {
         let n = self.spec[d];
         let outer: usize = self.spec[..d].iter().product();
         let inner: usize = self.spec[d + 1..].iter().product();
-        let scratch_len = self.lead[d].0.get_inplace_scratch_len().max(self.lead[d].1.get_inplace_scratch_len());
+        let scratch_len = self.lead[d]
+            .0
+            .get_inplace_scratch_len()
+            .max(self.lead[d].1.get_inplace_scratch_len());
         let tiles = inner.div_ceil(TILE);
         let base = SharedMut(spec.as_mut_ptr());
         (0..outer * tiles).into_par_iter().for_each_init(
-            || (vec![Complex::zero(); TILE * n], vec![Complex::zero(); scratch_len]),
+            || {
+                (
+                    vec![Complex::zero(); TILE * n],
+                    vec![Complex::zero(); scratch_len],
+                )
+            },
             |(buf, scratch), task| {
                 let (o, c0) = (task / tiles, (task % tiles) * TILE);
                 let cols = TILE.min(inner - c0);
-                let base = base;
                 // SAFETY: task (o, c0) reads and writes only the elements
                 // (o, t, c0 .. c0 + cols) for t < n; tasks are disjoint and
                 // `spec` outlives the parallel loop.
                 unsafe {
                     for t in 0..n {
-                        let row = base.0.add((o * n + t) * inner + c0);
+                        let row = base.ptr().add((o * n + t) * inner + c0);
                         for c in 0..cols {
                             buf[c * n + t] = *row.add(c);
                         }
                     }
                     f(&mut buf[..cols * n], o, c0, scratch);
                     for t in 0..n {
-                        let row = base.0.add((o * n + t) * inner + c0);
+                        let row = base.ptr().add((o * n + t) * inner + c0);
                         for c in 0..cols {
                             *row.add(c) = buf[c * n + t];
                         }
@@ -502,6 +602,13 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
 /// A pointer shared by parallel tasks that write disjoint elements.
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper).
+    fn ptr(self) -> *mut T {
+        self.0
+    }
+}
+
 // SAFETY: used only where each task touches a disjoint set of elements.
 unsafe impl<T: Send> Send for SharedMut<T> {}
 // SAFETY: as above.

@@ -46,7 +46,12 @@ mod private {
     use super::{Method, Result, Span};
     /// The per-type algorithm choice (sealed: not implementable outside).
     pub trait ConvImpl: Sized {
-        fn conv_flat(a: Flat<'_, Self>, b: Flat<'_, Self>, spans: &[Span], method: Method) -> Result<Vec<Self>>;
+        fn conv_flat(
+            a: Flat<'_, Self>,
+            b: Flat<'_, Self>,
+            spans: &[Span],
+            method: Method,
+        ) -> Result<Vec<Self>>;
     }
 
     /// A contiguous row-major array: data and shape.
@@ -151,7 +156,9 @@ pub fn conv2_sep<T: ConvElement>(
     };
     let column = as_vector(u, "u", [u.len(), 1])?;
     let row = as_vector(v, "v", [1, v.len()])?;
-    let a2 = a.to_shape(IxDyn(&aligned(a.shape(), 2))).expect("matrix reshape");
+    let a2 = a
+        .to_shape(IxDyn(&aligned(a.shape(), 2)))
+        .expect("matrix reshape");
     // Each pass keeps its own dimension's span, so the two passes compose.
     let cols = conv_with(&a2.view(), &column.view(), mode, method)?;
     conv_with(&cols.view(), &row.view(), mode, method)
@@ -185,9 +192,17 @@ fn direct_work(a: &[usize], b: &[usize], spans: &[Span]) -> f64 {
 pub fn auto_method(a: &[usize], b: &[usize], mode: Mode) -> Method {
     let rank = a.len().max(b.len()).max(1);
     let (a, b) = (aligned(a, rank), aligned(b, rank));
-    let (big, small) = if a.iter().product::<usize>() >= b.iter().product::<usize>() { (&a, &b) } else { (&b, &a) };
+    let (big, small) = if a.iter().product::<usize>() >= b.iter().product::<usize>() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     let spans: Vec<Span> = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
-    if prefer_fft(big, small, &spans, true) { Method::Fft } else { Method::Direct }
+    if prefer_fft(big, small, &spans, true) {
+        Method::Fft
+    } else {
+        Method::Direct
+    }
 }
 
 /// Multiply-adds of the direct method for these shapes: the work measure
@@ -220,7 +235,12 @@ macro_rules! float_element {
     ($t:ty, $f:ty, $real:expr) => {
         impl ConvElement for $t {}
         impl private::ConvImpl for $t {
-            fn conv_flat(a: Flat<'_, $t>, b: Flat<'_, $t>, spans: &[Span], method: Method) -> Result<Vec<$t>> {
+            fn conv_flat(
+                a: Flat<'_, $t>,
+                b: Flat<'_, $t>,
+                spans: &[Span],
+                method: Method,
+            ) -> Result<Vec<$t>> {
                 let use_fft = match method {
                     Method::Direct => false,
                     Method::Fft => true,
@@ -252,7 +272,12 @@ where
             "the FFT method is not exact for integer arrays: use --method direct (or auto), or convert the inputs to float",
         ));
     }
-    let max_abs = |x: &[T]| x.iter().map(|&v| v.into().unsigned_abs()).max().unwrap_or(0);
+    let max_abs = |x: &[T]| {
+        x.iter()
+            .map(|&v| v.into().unsigned_abs())
+            .max()
+            .unwrap_or(0)
+    };
     let terms = a.data.len().min(b.data.len()) as u128;
     let bound = max_abs(a.data)
         .checked_mul(max_abs(b.data))
@@ -284,7 +309,11 @@ where
     A: Scalar + TryFrom<i128> + Into<i128>,
     <A as TryFrom<i128>>::Error: std::fmt::Debug,
 {
-    let widen = |x: &[T]| -> Vec<A> { x.iter().map(|&v| A::try_from(v.into()).expect("value fits the accumulator")).collect() };
+    let widen = |x: &[T]| -> Vec<A> {
+        x.iter()
+            .map(|&v| A::try_from(v.into()).expect("value fits the accumulator"))
+            .collect()
+    };
     direct::direct(&widen(a.data), a.shape, &widen(b.data), b.shape, spans, isa)
         .into_iter()
         .map(Into::into)
@@ -295,7 +324,12 @@ macro_rules! int_element {
     ($t:ty) => {
         impl ConvElement for $t {}
         impl private::ConvImpl for $t {
-            fn conv_flat(a: Flat<'_, $t>, b: Flat<'_, $t>, spans: &[Span], method: Method) -> Result<Vec<$t>> {
+            fn conv_flat(
+                a: Flat<'_, $t>,
+                b: Flat<'_, $t>,
+                spans: &[Span],
+                method: Method,
+            ) -> Result<Vec<$t>> {
                 exact_int(a, b, spans, method)
             }
         }

@@ -7,13 +7,22 @@ use proptest::prelude::*;
 
 /// Shapes of equal rank 1..=3, lengths 0..=6 for `a` and 0..=5 for `b`.
 fn shapes() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    (1usize..=3).prop_flat_map(|r| (prop::collection::vec(0usize..=6, r), prop::collection::vec(0usize..=5, r)))
+    (1usize..=3).prop_flat_map(|r| {
+        (
+            prop::collection::vec(0usize..=6, r),
+            prop::collection::vec(0usize..=5, r),
+        )
+    })
 }
 
 fn ints(shape: &[usize], seed: u64, range: i64) -> ArrayD<i64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     Array::from_shape_fn(IxDyn(shape), |_| {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((s >> 33) as i64 % (2 * range + 1)) - range
     })
 }
@@ -30,7 +39,10 @@ const MODES: [Mode; 3] = [Mode::Full, Mode::Same, Mode::Valid];
 
 fn max_abs_diff(x: &ArrayD<f64>, y: &ArrayD<f64>) -> f64 {
     assert_eq!(x.shape(), y.shape());
-    x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
 }
 
 proptest! {
@@ -102,12 +114,33 @@ fn matlab_examples() {
     // conv([1 2 3], [1 1]) and conv2 'same' with an even kernel (offset floor(n/2)).
     let a = ndarray::arr1(&[1.0, 2.0, 3.0]).into_dyn();
     let b = ndarray::arr1(&[1.0, 1.0]).into_dyn();
-    assert_eq!(conv(&a.view(), &b.view(), Mode::Full).unwrap().into_raw_vec_and_offset().0, vec![1.0, 3.0, 5.0, 3.0]);
-    assert_eq!(conv(&a.view(), &b.view(), Mode::Same).unwrap().into_raw_vec_and_offset().0, vec![3.0, 5.0, 3.0]);
-    assert_eq!(conv(&a.view(), &b.view(), Mode::Valid).unwrap().into_raw_vec_and_offset().0, vec![3.0, 5.0]);
+    assert_eq!(
+        conv(&a.view(), &b.view(), Mode::Full)
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0,
+        vec![1.0, 3.0, 5.0, 3.0]
+    );
+    assert_eq!(
+        conv(&a.view(), &b.view(), Mode::Same)
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0,
+        vec![3.0, 5.0, 3.0]
+    );
+    assert_eq!(
+        conv(&a.view(), &b.view(), Mode::Valid)
+            .unwrap()
+            .into_raw_vec_and_offset()
+            .0,
+        vec![3.0, 5.0]
+    );
     // Kernel larger than the signal: valid is empty.
     let big = ndarray::arr1(&[1.0, 1.0, 1.0, 1.0]).into_dyn();
-    assert_eq!(conv(&a.view(), &big.view(), Mode::Valid).unwrap().shape(), &[0]);
+    assert_eq!(
+        conv(&a.view(), &big.view(), Mode::Valid).unwrap().shape(),
+        &[0]
+    );
     // Different ranks: trailing singleton dimensions.
     let m = ndarray::arr2(&[[1, 2], [3, 4]]).into_dyn();
     let col = ndarray::arr1(&[1, -1]).into_dyn();
@@ -124,7 +157,16 @@ fn i32_overflow_is_an_error_and_i64_stays_exact() {
     // Same data as int64: exact, through the wide accumulator.
     let a64 = a.mapv(i64::from);
     let c = conv(&a64.view(), &b.mapv(i64::from).view(), Mode::Full).unwrap();
-    assert_eq!(c.as_slice().unwrap(), &[i32::MAX as i64, 2 * i32::MAX as i64, 2 * i32::MAX as i64, 2 * i32::MAX as i64, i32::MAX as i64]);
+    assert_eq!(
+        c.as_slice().unwrap(),
+        &[
+            i32::MAX as i64,
+            2 * i32::MAX as i64,
+            2 * i32::MAX as i64,
+            2 * i32::MAX as i64,
+            i32::MAX as i64
+        ]
+    );
     // Products beyond i64 are summed in i128 and cancel exactly.
     let big = ndarray::arr1(&[i64::MAX / 2, i64::MAX / 2]).into_dyn();
     let diff = ndarray::arr1(&[4i64, -4]).into_dyn();
@@ -148,21 +190,39 @@ fn correlation_and_separable_forms() {
         rot.invert_axis(Axis(0));
         rot.invert_axis(Axis(1));
         let corr = correlate(&a.view(), &outer.view(), mode, Method::Direct).unwrap();
-        assert_eq!(corr, conv_with(&a.view(), &rot.view(), mode, Method::Direct).unwrap());
+        assert_eq!(
+            corr,
+            conv_with(&a.view(), &rot.view(), mode, Method::Direct).unwrap()
+        );
     }
-    assert!(conv2_sep(&outer.view(), &v.view(), &a.view(), Mode::Full, Method::Auto).is_err());
+    assert!(
+        conv2_sep(
+            &outer.view(),
+            &v.view(),
+            &a.view(),
+            Mode::Full,
+            Method::Auto
+        )
+        .is_err()
+    );
 }
 
 #[test]
 fn complex_fft_agrees_with_direct() {
     let re = floats(&[9, 13], 21);
     let im = floats(&[9, 13], 22);
-    let a = ArrayD::from_shape_fn(IxDyn(&[9, 13]), |i| num_complex::Complex::new(re[&i], im[&i]));
+    let a = ArrayD::from_shape_fn(IxDyn(&[9, 13]), |i| {
+        num_complex::Complex::new(re[&i], im[&i])
+    });
     let b = a.slice(ndarray::s![..4, ..5]).to_owned().into_dyn();
     for mode in MODES {
         let d = conv_with(&a.view(), &b.view(), mode, Method::Direct).unwrap();
         let f = conv_with(&a.view(), &b.view(), mode, Method::Fft).unwrap();
-        let err = d.iter().zip(&f).map(|(x, y)| (x - y).norm()).fold(0.0, f64::max);
+        let err = d
+            .iter()
+            .zip(&f)
+            .map(|(x, y)| (x - y).norm())
+            .fold(0.0, f64::max);
         assert!(err < 1e-10 * 100.0, "{mode}: {err}");
     }
 }
@@ -203,7 +263,13 @@ fn large_2d_paths_agree() {
     }
     let row = floats(&[1, 200_000], 50);
     let k = floats(&[1, 7], 51);
-    let want = direct::reference(row.as_slice().unwrap(), &[1, 200_000], k.as_slice().unwrap(), &[1, 7], &spans_of(&[1, 200_000], &[1, 7], Mode::Same));
+    let want = direct::reference(
+        row.as_slice().unwrap(),
+        &[1, 200_000],
+        k.as_slice().unwrap(),
+        &[1, 7],
+        &spans_of(&[1, 200_000], &[1, 7], Mode::Same),
+    );
     let got = conv_with(&row.view(), &k.view(), Mode::Same, Method::Direct).unwrap();
     assert_eq!(got.as_slice().unwrap(), &want[..]);
 }

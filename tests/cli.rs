@@ -1,0 +1,305 @@
+//! The `gconv` binary on good and bad input: results, exit codes, one-line
+//! errors and no partial output files.
+
+use gconv::io::{read_npy, write_npy};
+use gconv::signal::DynArray;
+use ndarray::{ArrayD, IxDyn, arr1, arr2};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gconv(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gconv"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("gconv runs")
+}
+
+/// Asserts a clean failure: exit code 2, one line on stderr that mentions
+/// `needle`, no panic.
+fn assert_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {err}");
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn conv_npy_keeps_integer_types_and_promotes_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_npy(
+        &d.join("a.npy"),
+        &DynArray::I32(arr1(&[1, 2, 3]).into_dyn()),
+    )
+    .unwrap();
+    write_npy(&d.join("b.npy"), &DynArray::I32(arr1(&[1, 1]).into_dyn())).unwrap();
+    write_npy(
+        &d.join("f.npy"),
+        &DynArray::F32(arr1(&[0.5f32, 0.5]).into_dyn()),
+    )
+    .unwrap();
+    let out = gconv(&["conv", "a.npy", "b.npy", "-o", "c.npy"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read_npy(&d.join("c.npy")).unwrap(),
+        DynArray::I32(arr1(&[1, 3, 5, 3]).into_dyn())
+    );
+    // int32 with float32 is float64, as in NumPy; same keeps A's size.
+    let out = gconv(
+        &["conv", "a.npy", "f.npy", "-o", "m.npy", "--mode", "same"],
+        d,
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        read_npy(&d.join("m.npy")).unwrap(),
+        DynArray::F64(arr1(&[1.5, 2.5, 1.5]).into_dyn())
+    );
+}
+
+#[test]
+fn conv_accepts_literals_and_text_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("m.txt"), "1 2 3\n4 5 6\n7 8 9\n").unwrap();
+    let out = gconv(
+        &[
+            "conv",
+            "m.txt",
+            "[1 0; 0 -1]",
+            "-o",
+            "c.npy",
+            "--mode",
+            "valid",
+            "--method",
+            "fft",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let DynArray::F64(c) = read_npy(&d.join("c.npy")).unwrap() else {
+        panic!("float64 expected")
+    };
+    // conv2(M, [1 0; 0 -1], 'valid') = M(i+1,j+1) - M(i,j): the kernel is flipped.
+    let want = arr2(&[[4.0, 4.0], [4.0, 4.0]]).into_dyn();
+    assert!(
+        c.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-12),
+        "{c}"
+    );
+    // Correlation does not flip: filter2([1 0; 0 -1], M, 'valid') = M(i,j) - M(i+1,j+1).
+    let out = gconv(
+        &[
+            "conv",
+            "m.txt",
+            "[1 0; 0 -1]",
+            "-o",
+            "r.npy",
+            "--mode",
+            "valid",
+            "--correlate",
+        ],
+        d,
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        read_npy(&d.join("r.npy")).unwrap(),
+        DynArray::F64(want.mapv(|v| -v))
+    );
+}
+
+#[test]
+fn conv_errors_are_one_line_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert_error(
+        &gconv(&["conv", "missing.npy", "[1]", "-o", "c.npy"], d),
+        "missing.npy",
+    );
+    std::fs::write(
+        d.join("bad.npy"),
+        b"\x93NUMPY\x01\x00\x10\x00{'descr': oops",
+    )
+    .unwrap();
+    assert_error(
+        &gconv(&["conv", "bad.npy", "[1]", "-o", "c.npy"], d),
+        "bad.npy",
+    );
+    assert_error(
+        &gconv(&["conv", "[1 2; 3]", "[1]", "-o", "c.npy"], d),
+        "row 2",
+    );
+    assert_error(&gconv(&["conv", "[1 2]", "[1]", "-o", "c.txt"], d), ".npy");
+    write_npy(
+        &d.join("i.npy"),
+        &DynArray::I64(arr1(&[1i64, 2]).into_dyn()),
+    )
+    .unwrap();
+    assert_error(
+        &gconv(
+            &["conv", "i.npy", "i.npy", "-o", "c.npy", "--method", "fft"],
+            d,
+        ),
+        "not exact",
+    );
+    let big = DynArray::I32(ArrayD::from_elem(IxDyn(&[3]), i32::MAX));
+    write_npy(&d.join("big.npy"), &big).unwrap();
+    assert_error(
+        &gconv(&["conv", "big.npy", "big.npy", "-o", "c.npy"], d),
+        "overflow",
+    );
+    assert!(!d.join("c.npy").exists());
+    // Unsupported element type.
+    let mut f = std::fs::File::create(d.join("s.npy")).unwrap();
+    use std::io::Write;
+    let header = "{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }";
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    f.write_all(b"\x93NUMPY\x01\x00").unwrap();
+    f.write_all(&((header.len() + pad + 1) as u16).to_le_bytes())
+        .unwrap();
+    f.write_all(header.as_bytes()).unwrap();
+    f.write_all(" ".repeat(pad).as_bytes()).unwrap();
+    f.write_all(b"\n").unwrap();
+    f.write_all(&[0u8; 12]).unwrap();
+    drop(f);
+    assert_error(
+        &gconv(&["conv", "s.npy", "[1]", "-o", "c.npy"], d),
+        "element type",
+    );
+    // A usage error is clap's, also exit code 2.
+    assert_eq!(gconv(&["conv", "[1]"], d).status.code(), Some(2));
+}
+
+fn write_test_png(path: &Path) {
+    let img = image::RgbImage::from_fn(20, 16, |x, y| {
+        image::Rgb([(x * 12) as u8, (y * 15) as u8, 128])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn filter_writes_a_png_of_the_right_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_test_png(&d.join("in.png"));
+    for (mode, size) in [("same", (20, 16)), ("valid", (18, 14)), ("full", (22, 18))] {
+        let out = gconv(
+            &[
+                "filter", "in.png", "-k", "sobel-x", "-o", "out.png", "--mode", mode,
+            ],
+            d,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let img = image::open(d.join("out.png")).unwrap();
+        assert_eq!((img.width(), img.height()), size, "{mode}");
+        assert!(!img.color().has_color());
+    }
+    let out = gconv(
+        &[
+            "filter",
+            "in.png",
+            "-k",
+            "[1 2 1; 2 4 2; 1 2 1]",
+            "-o",
+            "rgb.png",
+            "--per-channel",
+            "--normalize",
+            "range",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(image::open(d.join("rgb.png")).unwrap().color().has_color());
+}
+
+#[test]
+fn filter_errors_are_one_line_and_leave_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_test_png(&d.join("in.png"));
+    std::fs::write(
+        d.join("broken.png"),
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR garbage",
+    )
+    .unwrap();
+    assert_error(
+        &gconv(&["filter", "broken.png", "-k", "box:3", "-o", "o.png"], d),
+        "broken.png",
+    );
+    assert_error(
+        &gconv(&["filter", "nope.png", "-k", "box:3", "-o", "o.png"], d),
+        "nope.png",
+    );
+    assert_error(
+        &gconv(&["filter", "in.png", "-k", "blur", "-o", "o.png"], d),
+        "unknown kernel",
+    );
+    assert_error(
+        &gconv(&["filter", "in.png", "-k", "gaussian:0", "-o", "o.png"], d),
+        "SIGMA",
+    );
+    assert_error(
+        &gconv(
+            &[
+                "filter", "in.png", "-k", "box:30", "-o", "o.png", "--mode", "valid",
+            ],
+            d,
+        ),
+        "empty image",
+    );
+    assert_error(
+        &gconv(&["filter", "in.png", "-k", "box:3", "-o", "o.jpg"], d),
+        ".png",
+    );
+    assert!(!d.join("o.png").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn demo_runs_the_seed_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gconv(&["demo", "--out", "demo"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("conv(u, v) == conv(v, u)") && text.contains(": true"),
+        "{text}"
+    );
+    for name in [
+        "input",
+        "sobel-x",
+        "sobel-y",
+        "laplacian",
+        "gaussian",
+        "sharpen",
+        "random-symmetric",
+    ] {
+        let img = image::open(dir.path().join("demo").join(format!("{name}.png"))).unwrap();
+        assert!(img.width() > 200, "{name}");
+    }
+}
