@@ -567,7 +567,7 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
         });
     }
 
-    /// Runs `f(lines, outer index, first column, scratch)` on tiles of up to
+    /// Runs `f(lines, outer index, first column, scratch)` on tiles of about
     /// [`TILE`] columns along leading dimension `d`, gathered into contiguous
     /// lines of length `spec[d]` and scattered back afterwards, in parallel.
     fn tiles(
@@ -583,18 +583,26 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
             .0
             .get_inplace_scratch_len()
             .max(self.lead[d].1.get_inplace_scratch_len());
-        let tiles = inner.div_ceil(TILE);
+        // Equal tiles, a multiple of the thread count when there are few.
+        let threads = rayon::current_num_threads();
+        let mut tiles = inner.div_ceil(TILE);
+        if outer * tiles < 8 * threads {
+            tiles = tiles.div_ceil(threads) * threads;
+        }
+        let tiles = tiles.min(inner);
+        let width = inner.div_ceil(tiles);
+        let tiles = inner.div_ceil(width);
         let base = SharedMut(spec.as_mut_ptr());
         (0..outer * tiles).into_par_iter().for_each_init(
             || {
                 (
-                    vec![Complex::zero(); TILE * n],
+                    vec![Complex::zero(); width * n],
                     vec![Complex::zero(); scratch_len],
                 )
             },
             |(buf, scratch), task| {
-                let (o, c0) = (task / tiles, (task % tiles) * TILE);
-                let cols = TILE.min(inner - c0);
+                let (o, c0) = (task / tiles, (task % tiles) * width);
+                let cols = width.min(inner - c0);
                 // SAFETY: task (o, c0) reads and writes only the elements
                 // (o, t, c0 .. c0 + cols) for t < n; tasks are disjoint and
                 // `spec` outlives the parallel loop.
