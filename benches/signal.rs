@@ -3,26 +3,16 @@
 //! cases with the ratios to SciPy and Octave.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use gconv::random::uniform;
 use gconv::signal::{Method, Mode, conv_with};
-use ndarray::{ArrayD, IxDyn};
 use std::hint::black_box;
 
-fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut s = seed;
-    ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    })
-}
-
 fn conv2_same(c: &mut Criterion) {
-    let a = random(&[1024, 1024], 1);
+    let a = uniform(&[1024, 1024], 1);
     let mut group = c.benchmark_group("conv2_same_1024_f64");
     group.sample_size(10);
     for k in [3usize, 11, 31, 101] {
-        let b = random(&[k, k], k as u64);
+        let b = uniform(&[k, k], k as u64);
         let methods: &[(&str, Method)] = if k <= 31 {
             &[
                 ("auto", Method::Auto),

@@ -6,10 +6,12 @@
 //! - [`filter`]: image filtering as in MATLAB (`im2double`, `rgb2gray`,
 //!   `conv2`, `normalize`) with named kernels.
 //! - [`io`]: `.npy` arrays and images, written atomically.
+//! - [`random`]: seeded data for benchmarks and demos.
 
 pub mod error;
 pub mod filter;
 pub mod io;
+pub mod random;
 pub mod signal;
 pub mod simd;
 

@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use gconv::random::uniform;
 use gconv::signal::{Method, Mode, auto_method, conv_with, direct_macs};
-use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
 use std::time::Instant;
 
@@ -45,16 +45,6 @@ pub fn run(which: Which) -> Result<()> {
     }
 }
 
-fn random(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut s = seed;
-    ArrayD::from_shape_fn(IxDyn(shape), |_| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-    })
-}
-
 /// Median wall time of `f` in milliseconds over `repeat` runs after a warm-up.
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -72,7 +62,7 @@ fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
 fn signal(args: SignalArgs) -> Result<()> {
     let forced: Method = args.method.parse()?;
     let shape = [1024usize, 1024];
-    let a = random(&shape, 1);
+    let a = uniform(&shape, 1);
     let mut rows = Vec::new();
     if !args.json {
         println!(
@@ -93,7 +83,7 @@ fn signal(args: SignalArgs) -> Result<()> {
         );
     }
     for (k, scipy_ms, scipy_name, octave_ms) in SIGNAL_REFERENCE {
-        let b = random(&[k, k], k as u64);
+        let b = uniform(&[k, k], k as u64);
         let method = match forced {
             Method::Auto => auto_method(&shape, &[k, k], Mode::Same),
             m => m,
