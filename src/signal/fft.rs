@@ -298,7 +298,7 @@ pub(crate) fn fft<F: FftFloat, T: FftElem<F>>(
     // into the kernel's few values instead of scaling every output.
     let scale = F::one() / F::from(lens.iter().product::<usize>()).expect("length fits a float");
     let b_scaled: Vec<T> = b.iter().map(|&v| v.scale(scale)).collect();
-    let kernel = plans.forward(&b_scaled, bshape, &vec![0; rank], bshape, true);
+    let kernel = plans.kernel_spectrum(&b_scaled, bshape);
 
     // Every block of `a` whose full-convolution range meets the kept span.
     let counts: Vec<usize> = (0..rank)
@@ -543,25 +543,48 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
         } else {
             &self.lead[d].0
         };
-        self.tiles(spec, d, |buf, _, _, scratch| {
+        self.tiles(spec, d, true, |buf, _, _, scratch| {
             plan.process_with_scratch(buf, scratch)
         });
     }
 
+    /// The full spectrum of the kernel `b` (zero-padded from `shape`). For
+    /// rank ≥ 2 it is stored column by column along dimension 0 (element
+    /// `(t, c)` at `c · lens[0] + t`, with `c` the flat index of the other
+    /// dimensions), the order in which [`Plans::convolve_first_axis`] reads it.
+    fn kernel_spectrum(&self, b: &[T], shape: &[usize]) -> Pooled<F> {
+        let zero = vec![0; shape.len()];
+        if shape.len() == 1 {
+            return self.forward(b, shape, &zero, shape, true);
+        }
+        let mut spec = self.forward(b, shape, &zero, shape, false);
+        let n = self.spec[0];
+        // Every element is written below: tiles cover all columns.
+        let mut columns = Pooled::any(spec.len());
+        let dst = SharedMut(columns.as_mut_ptr());
+        let fwd = &self.lead[0].0;
+        self.tiles(&mut spec, 0, false, |buf, _, c0, scratch| {
+            fwd.process_with_scratch(buf, scratch);
+            // SAFETY: columns c0 .. c0 + cols of `columns` belong to this
+            // tile alone; `columns` outlives the parallel loop.
+            unsafe {
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), dst.ptr().add(c0 * n), buf.len())
+            };
+        });
+        columns
+    }
+
     /// The spectrum product along dimension 0, fused: per tile of columns,
-    /// forward FFT, multiply by `kernel` (a full spectrum), inverse FFT,
-    /// while the tile is in cache. `spec` must be transformed along every
-    /// other dimension already.
+    /// forward FFT, multiply by the kernel (from [`Plans::kernel_spectrum`]),
+    /// inverse FFT, while the tile is in cache. `spec` must be transformed
+    /// along every other dimension already.
     fn convolve_first_axis(&self, spec: &mut [Complex<F>], kernel: &[Complex<F>]) {
         let (fwd, inv) = &self.lead[0];
         let n = self.spec[0];
-        let inner: usize = self.spec[1..].iter().product();
-        self.tiles(spec, 0, |buf, _, c0, scratch| {
+        self.tiles(spec, 0, true, |buf, _, c0, scratch| {
             fwd.process_with_scratch(buf, scratch);
-            for (c, line) in buf.chunks_exact_mut(n).enumerate() {
-                for (t, v) in line.iter_mut().enumerate() {
-                    *v = *v * kernel[t * inner + c0 + c];
-                }
+            for (v, k) in buf.iter_mut().zip(&kernel[c0 * n..]) {
+                *v = *v * *k;
             }
             inv.process_with_scratch(buf, scratch);
         });
@@ -569,11 +592,13 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
 
     /// Runs `f(lines, outer index, first column, scratch)` on tiles of about
     /// [`TILE`] columns along leading dimension `d`, gathered into contiguous
-    /// lines of length `spec[d]` and scattered back afterwards, in parallel.
+    /// lines of length `spec[d]` and, when `scatter` is set, written back
+    /// afterwards; in parallel.
     fn tiles(
         &self,
         spec: &mut [Complex<F>],
         d: usize,
+        scatter: bool,
         f: impl Fn(&mut [Complex<F>], usize, usize, &mut [Complex<F>]) + Sync,
     ) {
         let n = self.spec[d];
@@ -620,6 +645,9 @@ impl<F: FftFloat, T: FftElem<F>> Plans<F, T> {
                     }
                 }
                 f(&mut buf[..cols * n], o, c0, scratch);
+                if !scatter {
+                    return;
+                }
                 for t0 in (0..n).step_by(ROWS) {
                     let rows = ROWS.min(n - t0);
                     for c in 0..cols {
