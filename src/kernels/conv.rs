@@ -1,0 +1,360 @@
+//! 2-D grouped convolution (PyTorch `conv2d`: cross-correlation, NCHW).
+//!
+//! Shapes: input `[N, C_in, H, W]`, weight `[C_out, C_in / groups, kH, kW]`,
+//! bias `[C_out]`, output `[N, C_out, H_out, W_out]` with
+//! `H_out = (H + 2·pad_h − dil_h·(kH − 1) − 1) / stride_h + 1` (same for W).
+//! Output channel `o` of group `g = o / (C_out / groups)` sees input
+//! channels `g·C_in/groups .. (g + 1)·C_in/groups`.
+
+use crate::error::{Error, Result};
+use num_traits::Float;
+
+/// The geometry of one grouped 2-D convolution, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Zero padding added on both sides, per dimension.
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2dShape {
+    /// Checks the geometry: every size positive, `groups` dividing both
+    /// channel counts, and an output of at least 1×1. The error names the
+    /// offending numbers.
+    pub fn validate(self) -> Result<Self> {
+        let s = self;
+        let positive = [
+            ("batch", s.batch),
+            ("in_channels", s.in_channels),
+            ("out_channels", s.out_channels),
+            ("groups", s.groups),
+            ("kernel height", s.kernel[0]),
+            ("kernel width", s.kernel[1]),
+            ("stride height", s.stride[0]),
+            ("stride width", s.stride[1]),
+            ("dilation height", s.dilation[0]),
+            ("dilation width", s.dilation[1]),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::invalid(format!("conv2d: {name} must be at least 1")));
+        }
+        if !s.in_channels.is_multiple_of(s.groups) || !s.out_channels.is_multiple_of(s.groups) {
+            return Err(Error::invalid(format!(
+                "conv2d: groups = {} must divide in_channels = {} and out_channels = {}",
+                s.groups, s.in_channels, s.out_channels
+            )));
+        }
+        for d in 0..2 {
+            let span = s.dilation[d] * (s.kernel[d] - 1) + 1;
+            if s.input[d] + 2 * s.padding[d] < span {
+                return Err(Error::invalid(format!(
+                    "conv2d: input {}×{} with padding {:?} is smaller than the dilated kernel {}×{}",
+                    s.input[0],
+                    s.input[1],
+                    s.padding,
+                    s.dilation[0] * (s.kernel[0] - 1) + 1,
+                    s.dilation[1] * (s.kernel[1] - 1) + 1
+                )));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        [0, 1].map(|d| {
+            (self.input[d] + 2 * self.padding[d] - self.dilation[d] * (self.kernel[d] - 1) - 1)
+                / self.stride[d]
+                + 1
+        })
+    }
+
+    /// Input channels per group.
+    pub fn group_in(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    /// Output channels per group.
+    pub fn group_out(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// Elements of the input, weight and output arrays.
+    pub fn lens(&self) -> (usize, usize, usize) {
+        let [oh, ow] = self.output();
+        (
+            self.batch * self.in_channels * self.input[0] * self.input[1],
+            self.out_channels * self.group_in() * self.kernel[0] * self.kernel[1],
+            self.batch * self.out_channels * oh * ow,
+        )
+    }
+
+    /// Multiply-adds of the forward pass.
+    pub fn macs(&self) -> usize {
+        let [oh, ow] = self.output();
+        self.batch * self.out_channels * oh * ow * self.group_in() * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Input position (row or column, dimension `d`) read by output position
+    /// `o` through kernel tap `k`, or `None` when it falls in the padding.
+    fn input_pos(&self, d: usize, o: usize, k: usize) -> Option<usize> {
+        let p = (o * self.stride[d] + k * self.dilation[d]).checked_sub(self.padding[d])?;
+        (p < self.input[d]).then_some(p)
+    }
+
+    /// Calls `f(x_index, w_index, y_index)` for every multiply-add of the
+    /// forward pass, in a fixed order: the one loop nest the reference
+    /// forward and backward passes share.
+    fn each_product(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let [kh, kw] = self.kernel;
+        let (cig, cog) = (self.group_in(), self.group_out());
+        for n in 0..self.batch {
+            for o in 0..self.out_channels {
+                let g = o / cog;
+                for y in 0..oh {
+                    for x in 0..ow {
+                        let yi = ((n * self.out_channels + o) * oh + y) * ow + x;
+                        for ci in 0..cig {
+                            let c = g * cig + ci;
+                            for ky in 0..kh {
+                                let Some(iy) = self.input_pos(0, y, ky) else {
+                                    continue;
+                                };
+                                for kx in 0..kw {
+                                    let Some(ix) = self.input_pos(1, x, kx) else {
+                                        continue;
+                                    };
+                                    let xi = ((n * self.in_channels + c) * h + iy) * w + ix;
+                                    let wi = ((o * cig + ci) * kh + ky) * kw + kx;
+                                    f(xi, wi, yi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks slice lengths against the shape.
+fn check(what: &str, got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "conv2d: {what} has {got} elements, the shape needs {want}"
+        )))
+    }
+}
+
+/// Reference forward pass: `y = conv2d(x, w) + bias`.
+pub fn forward_ref<F: Float>(
+    s: &Conv2dShape,
+    x: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+) -> Result<Vec<F>> {
+    let (xl, wl, yl) = s.lens();
+    check("input", x.len(), xl)?;
+    check("weight", w.len(), wl)?;
+    let mut y = vec![F::zero(); yl];
+    s.each_product(|xi, wi, yi| y[yi] = y[yi] + x[xi] * w[wi]);
+    if let Some(b) = bias {
+        check("bias", b.len(), s.out_channels)?;
+        let plane = yl / (s.batch * s.out_channels);
+        for (i, v) in y.iter_mut().enumerate() {
+            *v = *v + b[(i / plane) % s.out_channels];
+        }
+    }
+    Ok(y)
+}
+
+/// Reference gradients of `Σ dy · conv2d(x, w)`: with respect to the input
+/// (`dx`, shape of `x`), the weight (`dw`) and the bias (`db`, `[C_out]`).
+pub fn backward_ref<F: Float>(
+    s: &Conv2dShape,
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+) -> Result<(Vec<F>, Vec<F>, Vec<F>)> {
+    let (xl, wl, yl) = s.lens();
+    check("input", x.len(), xl)?;
+    check("weight", w.len(), wl)?;
+    check("output gradient", dy.len(), yl)?;
+    let mut dx = vec![F::zero(); xl];
+    let mut dw = vec![F::zero(); wl];
+    s.each_product(|xi, wi, yi| {
+        dx[xi] = dx[xi] + w[wi] * dy[yi];
+        dw[wi] = dw[wi] + x[xi] * dy[yi];
+    });
+    let plane = yl / (s.batch * s.out_channels);
+    let mut db = vec![F::zero(); s.out_channels];
+    for (i, &g) in dy.iter().enumerate() {
+        let o = (i / plane) % s.out_channels;
+        db[o] = db[o] + g;
+    }
+    Ok((dx, dw, db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::uniform;
+
+    fn shape(
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        k: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dil: [usize; 2],
+    ) -> Conv2dShape {
+        Conv2dShape {
+            batch: 2,
+            in_channels: c_in,
+            out_channels: c_out,
+            input: [7, 6],
+            kernel: k,
+            stride,
+            padding: pad,
+            dilation: dil,
+            groups,
+        }
+        .validate()
+        .unwrap()
+    }
+
+    fn data(len: usize, seed: u64) -> Vec<f64> {
+        uniform(&[len], seed).into_raw_vec_and_offset().0
+    }
+
+    /// Central differences of L(x, w, b) = Σ dy · forward(x, w, b).
+    #[test]
+    fn gradients_match_finite_differences() {
+        let cases = [
+            shape(4, 6, 2, [3, 3], [1, 1], [1, 1], [1, 1]),
+            shape(3, 3, 3, [3, 2], [2, 1], [1, 0], [1, 2]),
+            shape(4, 8, 4, [1, 1], [1, 1], [0, 0], [1, 1]),
+            shape(2, 4, 1, [5, 3], [2, 2], [2, 1], [1, 1]),
+        ];
+        for s in cases {
+            let (xl, wl, yl) = s.lens();
+            let (x, w, b, dy) = (
+                data(xl, 1),
+                data(wl, 2),
+                data(s.out_channels, 3),
+                data(yl, 4),
+            );
+            let loss = |x: &[f64], w: &[f64], b: &[f64]| -> f64 {
+                forward_ref(&s, x, w, Some(b))
+                    .unwrap()
+                    .iter()
+                    .zip(&dy)
+                    .map(|(y, g)| y * g)
+                    .sum()
+            };
+            let (dx, dw, db) = backward_ref(&s, &x, &w, &dy).unwrap();
+            let h = 1e-6;
+            let numeric = |v: &[f64], i: usize, which: usize| {
+                let (mut p, mut m) = (v.to_vec(), v.to_vec());
+                p[i] += h;
+                m[i] -= h;
+                let f = |t: &[f64]| match which {
+                    0 => loss(t, &w, &b),
+                    1 => loss(&x, t, &b),
+                    _ => loss(&x, &w, t),
+                };
+                (f(&p) - f(&m)) / (2.0 * h)
+            };
+            for (which, (v, g)) in [(&x, &dx), (&w, &dw), (&b, &db)].into_iter().enumerate() {
+                for i in (0..v.len()).step_by(7) {
+                    let n = numeric(v, i, which);
+                    assert!(
+                        (n - g[i]).abs() < 1e-6 * (1.0 + n.abs()),
+                        "{s:?} grad {which}[{i}]: {} vs {n}",
+                        g[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_by_one_conv_is_a_matrix_product_per_group() {
+        let s = shape(4, 6, 2, [1, 1], [1, 1], [0, 0], [1, 1]);
+        let (xl, wl, _) = s.lens();
+        let (x, w) = (data(xl, 5), data(wl, 6));
+        let y = forward_ref(&s, &x, &w, None).unwrap();
+        let hw = 42;
+        // y[n, o, p] = Σ_{c in group} w[o, c'] x[n, c, p]
+        for n in 0..2 {
+            for o in 0..6 {
+                let g = o / 3;
+                for p in 0..hw {
+                    let want: f64 = (0..2)
+                        .map(|ci| w[o * 2 + ci] * x[(n * 4 + g * 2 + ci) * hw + p])
+                        .sum();
+                    assert!((y[(n * 6 + o) * hw + p] - want).abs() < 1e-12);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_naming_the_numbers() {
+        let base = shape(4, 6, 2, [3, 3], [1, 1], [1, 1], [1, 1]);
+        let e = Conv2dShape { groups: 3, ..base }
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("groups = 3") && e.contains("in_channels = 4"),
+            "{e}"
+        );
+        let e = Conv2dShape {
+            kernel: [9, 3],
+            padding: [0, 0],
+            ..base
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("smaller than the dilated kernel"), "{e}");
+        assert!(
+            Conv2dShape {
+                stride: [0, 1],
+                ..base
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            forward_ref(&base, &[0.0; 3], &[0.0; 3], None)
+                .unwrap_err()
+                .to_string()
+                .contains("input has 3")
+        );
+        assert_eq!(base.output(), [7, 6]);
+        assert_eq!(
+            Conv2dShape {
+                stride: [2, 2],
+                ..base
+            }
+            .output(),
+            [4, 3]
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Convolution-network kernels on plain slices (NCHW, row-major): no
+//! tensors, no autograd. Each kernel family has a plain reference
+//! implementation, the oracle for faster versions and for gradient checks.
+
+pub mod conv;
+pub mod shuffle;
+
+pub use conv::Conv2dShape;
