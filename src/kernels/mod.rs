@@ -3,6 +3,8 @@
 //! implementation, the oracle for faster versions and for gradient checks.
 
 pub mod conv;
+pub mod conv_gemm;
+pub mod depthwise;
 pub mod shuffle;
 
 pub use conv::Conv2dShape;
