@@ -148,14 +148,23 @@ impl Conv2dShape {
     }
 }
 
-/// Checks slice lengths against the shape.
-fn check(what: &str, got: usize, want: usize) -> Result<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "conv2d: {what} has {got} elements, the shape needs {want}"
-        )))
+impl Conv2dShape {
+    /// Checks the lengths of a forward pass's slices: input, weight,
+    /// optional bias, and output (`y_len`, the output or its gradient).
+    pub fn check_lens(&self, x: usize, w: usize, bias: Option<usize>, y_len: usize) -> Result<()> {
+        let (xl, wl, yl) = self.lens();
+        let checks = [
+            ("input", x, xl),
+            ("weight", w, wl),
+            ("bias", bias.unwrap_or(self.out_channels), self.out_channels),
+            ("output", y_len, yl),
+        ];
+        match checks.iter().find(|(_, got, want)| got != want) {
+            Some((what, got, want)) => Err(Error::invalid(format!(
+                "conv2d: {what} has {got} elements, the shape needs {want}"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -166,13 +175,11 @@ pub fn forward_ref<F: Float>(
     w: &[F],
     bias: Option<&[F]>,
 ) -> Result<Vec<F>> {
-    let (xl, wl, yl) = s.lens();
-    check("input", x.len(), xl)?;
-    check("weight", w.len(), wl)?;
+    let yl = s.lens().2;
+    s.check_lens(x.len(), w.len(), bias.map(<[F]>::len), yl)?;
     let mut y = vec![F::zero(); yl];
     s.each_product(|xi, wi, yi| y[yi] = y[yi] + x[xi] * w[wi]);
     if let Some(b) = bias {
-        check("bias", b.len(), s.out_channels)?;
         let plane = yl / (s.batch * s.out_channels);
         for (i, v) in y.iter_mut().enumerate() {
             *v = *v + b[(i / plane) % s.out_channels];
@@ -190,9 +197,7 @@ pub fn backward_ref<F: Float>(
     dy: &[F],
 ) -> Result<(Vec<F>, Vec<F>, Vec<F>)> {
     let (xl, wl, yl) = s.lens();
-    check("input", x.len(), xl)?;
-    check("weight", w.len(), wl)?;
-    check("output gradient", dy.len(), yl)?;
+    s.check_lens(x.len(), w.len(), None, dy.len())?;
     let mut dx = vec![F::zero(); xl];
     let mut dw = vec![F::zero(); wl];
     s.each_product(|xi, wi, yi| {
@@ -206,6 +211,36 @@ pub fn backward_ref<F: Float>(
         db[o] = db[o] + g;
     }
     Ok((dx, dw, db))
+}
+
+/// Test support: runs a fast float32 forward pass on seeded data and
+/// checks it against [`forward_ref`] computed in float64.
+#[cfg(test)]
+pub(crate) fn assert_forward_matches_reference(
+    s: &Conv2dShape,
+    bias: bool,
+    seed: u64,
+    forward: impl Fn(&[f32], &[f32], Option<&[f32]>, &mut [f32]) -> Result<()>,
+) {
+    let (xl, wl, yl) = s.lens();
+    let f32s = |len: usize, k: u64| -> Vec<f32> {
+        crate::random::uniform(&[len], 3 * seed + k)
+            .iter()
+            .map(|&v| v as f32)
+            .collect()
+    };
+    let (x, w, b) = (f32s(xl, 0), f32s(wl, 1), f32s(s.out_channels, 2));
+    let b = bias.then_some(b.as_slice());
+    let mut y = vec![f32::NAN; yl];
+    forward(&x, &w, b, &mut y).unwrap();
+    let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+    let want = forward_ref(s, &to64(&x), &to64(&w), b.map(to64).as_deref()).unwrap();
+    let err = y
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    assert!(err < 1e-5, "{s:?}: max error {err}");
 }
 
 #[cfg(test)]

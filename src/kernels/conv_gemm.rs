@@ -8,7 +8,7 @@
 //! it unless there are fewer tasks than threads.
 
 use super::conv::Conv2dShape;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -22,27 +22,7 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    let (xl, wl, yl) = s.lens();
-    for (what, got, want) in [
-        ("input", x.len(), xl),
-        ("weight", w.len(), wl),
-        ("output", y.len(), yl),
-    ] {
-        if got != want {
-            return Err(Error::invalid(format!(
-                "conv2d: {what} has {got} elements, the shape needs {want}"
-            )));
-        }
-    }
-    if let Some(b) = bias
-        && b.len() != s.out_channels
-    {
-        return Err(Error::invalid(format!(
-            "conv2d: bias has {} elements, expected out_channels = {}",
-            b.len(),
-            s.out_channels
-        )));
-    }
+    s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let [oh, ow] = s.output();
     let p = oh * ow;
     let (cig, cog) = (s.group_in(), s.group_out());
@@ -146,8 +126,7 @@ fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::forward_ref;
-    use crate::random::uniform;
+    use crate::kernels::conv::assert_forward_matches_reference;
 
     #[test]
     fn matches_the_reference_on_many_shapes() {
@@ -179,26 +158,9 @@ mod tests {
             }
             .validate()
             .unwrap();
-            let (xl, wl, yl) = s.lens();
-            let f32s = |len: usize, seed: u64| -> Vec<f32> {
-                uniform(&[len], seed).iter().map(|&v| v as f32).collect()
-            };
-            let (x, wt, b) = (
-                f32s(xl, 3 * i as u64),
-                f32s(wl, 3 * i as u64 + 1),
-                f32s(cout, 3 * i as u64 + 2),
-            );
-            let bias = bias.then_some(b.as_slice());
-            let mut y = vec![f32::NAN; yl];
-            forward(&s, &x, &wt, bias, &mut y).unwrap();
-            let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
-            let want = forward_ref(&s, &to64(&x), &to64(&wt), bias.map(to64).as_deref()).unwrap();
-            let err = y
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (*a as f64 - b).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-5, "case {i} {s:?}: max error {err}");
+            assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
+                forward(&s, x, w, b, y)
+            });
         }
     }
 

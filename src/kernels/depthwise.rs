@@ -40,24 +40,7 @@ fn forward_isa(
             s.groups, s.in_channels
         )));
     }
-    let (xl, wl, yl) = s.lens();
-    for (what, got, want) in [
-        ("input", x.len(), xl),
-        ("weight", w.len(), wl),
-        ("output", y.len(), yl),
-    ] {
-        if got != want {
-            return Err(Error::invalid(format!(
-                "conv2d: {what} has {got} elements, the shape needs {want}"
-            )));
-        }
-    }
-    if bias.is_some_and(|b| b.len() != s.out_channels) {
-        return Err(Error::invalid(format!(
-            "conv2d: bias must have out_channels = {} elements",
-            s.out_channels
-        )));
-    }
+    s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let geo = Geometry::new(s);
     let taps = s.kernel[0] * s.kernel[1];
     let mult = s.group_out();
@@ -191,8 +174,7 @@ crate::dispatch!(fn plane_isa<T: Scalar>(g: &Geometry, src: &[T], kernel: &[T], 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::forward_ref;
-    use crate::random::uniform;
+    use crate::kernels::conv::assert_forward_matches_reference;
 
     #[test]
     fn matches_the_reference() {
@@ -220,27 +202,10 @@ mod tests {
             }
             .validate()
             .unwrap();
-            let (xl, wl, yl) = s.lens();
-            let f32s = |len: usize, seed: u64| -> Vec<f32> {
-                uniform(&[len], seed).iter().map(|&v| v as f32).collect()
-            };
-            let (x, wt, b) = (
-                f32s(xl, 7 * i as u64),
-                f32s(wl, 7 * i as u64 + 1),
-                f32s(c * mult, 7 * i as u64 + 2),
-            );
-            let bias = bias.then_some(b.as_slice());
-            let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
-            let want = forward_ref(&s, &to64(&x), &to64(&wt), bias.map(to64).as_deref()).unwrap();
             for isa in Isa::available() {
-                let mut y = vec![f32::NAN; yl];
-                forward_isa(&s, &x, &wt, bias, &mut y, isa).unwrap();
-                let err = y
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (*a as f64 - b).abs())
-                    .fold(0.0, f64::max);
-                assert!(err < 1e-5, "case {i} {isa:?}: max error {err}");
+                assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
+                    forward_isa(&s, x, w, b, y, isa)
+                });
             }
         }
     }
