@@ -109,8 +109,20 @@ impl Geometry {
         }
     }
 
-    fn scratch_len(&self) -> usize {
+    /// Elements of the padded plane.
+    fn padded_len(&self) -> usize {
         self.rows * self.stride[1] * (self.phase_len + LANES)
+    }
+
+    /// Padded plane, plus an accumulator plane at the padded row pitch for
+    /// unit strides.
+    fn scratch_len(&self) -> usize {
+        let acc = if self.stride == [1, 1] {
+            self.out_h * (self.phase_len + LANES)
+        } else {
+            0
+        };
+        self.padded_len() + acc
     }
 }
 
@@ -120,7 +132,9 @@ const LANES: usize = 16;
 /// One output plane: copies the input plane into `scratch` with a zero
 /// border, split into `stride_w` phases so that every tap of every output
 /// row reads a contiguous run (with `LANES` of zero slack at the end), then
-/// sums the taps for `LANES` outputs at a time in registers.
+/// sums the taps. Unit strides treat the plane as one long row at the padded
+/// pitch (one long multiply-add per tap, the columns past the output width
+/// discarded); other strides sum `LANES` outputs at a time in registers.
 #[inline(always)]
 fn plane<T: Scalar>(
     g: &Geometry,
@@ -132,6 +146,7 @@ fn plane<T: Scalar>(
 ) {
     let (sw, pl) = (g.stride[1], g.phase_len + LANES);
     let row_len = sw * pl;
+    let (scratch, acc_plane) = scratch.split_at_mut(g.padded_len());
     scratch.fill(T::zero());
     for (r, line) in src.chunks_exact(g.w).enumerate() {
         let dst = &mut scratch[(r + g.padding[0]) * row_len..][..row_len];
@@ -150,6 +165,23 @@ fn plane<T: Scalar>(
                 *slot = v;
             }
         }
+    }
+    if g.stride == [1, 1] {
+        // Output (oy, ox) sits at oy · row_len + ox; the last one needed is
+        // (out_h − 1) · row_len + out_w − 1, and every tap offset stays
+        // inside the padded plane from there.
+        let len = (g.out_h - 1) * row_len + g.out_w;
+        let acc = &mut acc_plane[..len];
+        acc.fill(bias);
+        for (&kv, &offset) in kernel.iter().zip(&g.taps) {
+            for (a, &v) in acc.iter_mut().zip(&scratch[offset..offset + len]) {
+                *a = *a + kv * v;
+            }
+        }
+        for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
+            row.copy_from_slice(&acc[oy * row_len..][..g.out_w]);
+        }
+        return;
     }
     for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
         let top = &scratch[oy * g.stride[0] * row_len..];
