@@ -1,10 +1,9 @@
 //! Depthwise conv2d forward (float32): one input channel per group
-//! (`groups == C_in`, `C_out = C_in × multiplier`). Each output row is a sum
-//! of shifted input rows scaled by one tap, vectorised along the row. The
-//! padding is handled outside the inner loop: each plane is first copied
-//! into a zero-bordered buffer, split into `stride_w` column phases so that
-//! strided taps also read contiguous runs. One parallel region over
-//! (image × output channel).
+//! (`groups == C_in`, `C_out = C_in × multiplier`). The padding and the
+//! strides are handled outside the inner loop: each input plane is copied
+//! into a zero-bordered buffer split into stride phases (see [`Geometry`]),
+//! after which every kernel tap is one long contiguous multiply-add over the
+//! whole plane. One parallel region over (image × output channel).
 
 use super::conv::Conv2dShape;
 use crate::error::{Error, Result};
@@ -68,33 +67,44 @@ fn forward_isa(
 }
 
 /// Sizes of one depthwise plane and of its padded, phase-split copy.
+///
+/// The copy splits padded rows and columns by their remainder modulo the
+/// stride: padded row `r` lives in row phase `r % stride_h` at index
+/// `r / stride_h`, padded column `c` in column phase `c % stride_w` at index
+/// `c / stride_w`. Then output `(oy, ox)` reads, for every tap, the element
+/// at `oy · row_len + ox` plus a fixed offset: the whole plane is one long
+/// multiply-add per tap.
 pub(crate) struct Geometry {
     w: usize,
     out_h: usize,
     out_w: usize,
     stride: [usize; 2],
     padding: [usize; 2],
-    /// Rows of the padded input.
-    rows: usize,
-    /// Length of one phase of a padded row: padded column `c` is stored in
-    /// phase `c % stride_w` at index `c / stride_w`.
+    /// Rows in one row phase.
+    phase_rows: usize,
+    /// Columns in one column phase.
     phase_len: usize,
-    /// Offset of each kernel tap's run from the top-left of its output
-    /// row's window in the scratch buffer.
+    /// Offset of each kernel tap (row-major taps) from output position 0.
     taps: Vec<usize>,
 }
 
 impl Geometry {
     fn new(s: &Conv2dShape) -> Self {
         let [out_h, out_w] = s.output();
-        let padded_w = s.input[1] + 2 * s.padding[1];
-        let phase_len = padded_w.div_ceil(s.stride[1]);
-        let (sw, pl) = (s.stride[1], phase_len + LANES);
+        let [sh, sw] = s.stride;
+        let phase_rows = (s.input[0] + 2 * s.padding[0]).div_ceil(sh);
+        let phase_len = (s.input[1] + 2 * s.padding[1]).div_ceil(sw);
+        let row_len = sw * phase_len;
         let taps = (0..s.kernel[0] * s.kernel[1])
             .map(|t| {
-                let (ky, kx) = (t / s.kernel[1], t % s.kernel[1]);
-                let shift = kx * s.dilation[1];
-                ky * s.dilation[0] * sw * pl + (shift % sw) * pl + shift / sw
+                let (dy, dx) = (
+                    (t / s.kernel[1]) * s.dilation[0],
+                    (t % s.kernel[1]) * s.dilation[1],
+                );
+                (dy % sh) * phase_rows * row_len
+                    + (dy / sh) * row_len
+                    + (dx % sw) * phase_len
+                    + dx / sw
             })
             .collect();
         Geometry {
@@ -103,38 +113,36 @@ impl Geometry {
             out_w,
             stride: s.stride,
             padding: s.padding,
-            rows: s.input[0] + 2 * s.padding[0],
+            phase_rows,
             phase_len,
             taps,
         }
     }
 
-    /// Elements of the padded plane.
-    fn padded_len(&self) -> usize {
-        self.rows * self.stride[1] * (self.phase_len + LANES)
+    fn row_len(&self) -> usize {
+        self.stride[1] * self.phase_len
     }
 
-    /// Padded plane, plus an accumulator plane at the padded row pitch for
-    /// unit strides.
+    /// Elements of the padded, phase-split plane.
+    fn padded_len(&self) -> usize {
+        self.stride[0] * self.phase_rows * self.row_len()
+    }
+
+    /// Elements of the accumulator: outputs at the padded row pitch, up to
+    /// the last one needed.
+    fn acc_len(&self) -> usize {
+        (self.out_h - 1) * self.row_len() + self.out_w
+    }
+
     fn scratch_len(&self) -> usize {
-        let acc = if self.stride == [1, 1] {
-            self.out_h * (self.phase_len + LANES)
-        } else {
-            0
-        };
-        self.padded_len() + acc
+        self.padded_len() + self.acc_len()
     }
 }
 
-/// Output columns computed together, in registers.
-const LANES: usize = 16;
-
-/// One output plane: copies the input plane into `scratch` with a zero
-/// border, split into `stride_w` phases so that every tap of every output
-/// row reads a contiguous run (with `LANES` of zero slack at the end), then
-/// sums the taps. Unit strides treat the plane as one long row at the padded
-/// pitch (one long multiply-add per tap, the columns past the output width
-/// discarded); other strides sum `LANES` outputs at a time in registers.
+/// One output plane: copies the input plane into the zero-bordered,
+/// phase-split layout of [`Geometry`], then adds each tap's contribution to
+/// all outputs in one long run (the columns between the output width and the
+/// row pitch are computed and discarded), then copies the outputs out.
 #[inline(always)]
 fn plane<T: Scalar>(
     g: &Geometry,
@@ -144,60 +152,39 @@ fn plane<T: Scalar>(
     scratch: &mut [T],
     out: &mut [T],
 ) {
-    let (sw, pl) = (g.stride[1], g.phase_len + LANES);
-    let row_len = sw * pl;
-    let (scratch, acc_plane) = scratch.split_at_mut(g.padded_len());
-    scratch.fill(T::zero());
+    let ([sh, sw], pl, row_len) = (g.stride, g.phase_len, g.row_len());
+    let (padded, acc) = scratch.split_at_mut(g.padded_len());
+    padded.fill(T::zero());
     for (r, line) in src.chunks_exact(g.w).enumerate() {
-        let dst = &mut scratch[(r + g.padding[0]) * row_len..][..row_len];
-        // Padded column `c` = input column `c − pad`, stored at phase c % sw.
+        let pr = r + g.padding[0];
+        let dst = &mut padded[((pr % sh) * g.phase_rows + pr / sh) * row_len..][..row_len];
         if sw == 1 {
             dst[g.padding[1]..][..g.w].copy_from_slice(line);
             continue;
         }
-        for q in 0..sw {
-            let phase = &mut dst[q * pl..][..pl];
-            let first = g.padding[1].saturating_sub(q).div_ceil(sw);
-            for (j, slot) in phase.iter_mut().enumerate().skip(first) {
-                let Some(&v) = line.get(j * sw + q - g.padding[1]) else {
-                    break;
-                };
-                *slot = v;
+        // Padded column c = input column + pad goes to phase c % sw, index c / sw.
+        let (mut q, mut idx) = (g.padding[1] % sw, g.padding[1] / sw);
+        for &v in line {
+            dst[q * pl + idx] = v;
+            q += 1;
+            if q == sw {
+                q = 0;
+                idx += 1;
             }
         }
     }
-    if g.stride == [1, 1] {
-        // Output (oy, ox) sits at oy · row_len + ox; the last one needed is
-        // (out_h − 1) · row_len + out_w − 1, and every tap offset stays
-        // inside the padded plane from there.
-        let len = (g.out_h - 1) * row_len + g.out_w;
-        let acc = &mut acc_plane[..len];
-        acc.fill(bias);
-        for (&kv, &offset) in kernel.iter().zip(&g.taps) {
-            for (a, &v) in acc.iter_mut().zip(&scratch[offset..offset + len]) {
-                *a = *a + kv * v;
-            }
+    // Every read stays inside `padded`: the last output needed reads valid
+    // padded positions, and all others come before it.
+    let acc = &mut acc[..g.acc_len()];
+    acc.fill(bias);
+    let len = acc.len();
+    for (&kv, &offset) in kernel.iter().zip(&g.taps) {
+        for (a, &v) in acc.iter_mut().zip(&padded[offset..offset + len]) {
+            *a = *a + kv * v;
         }
-        for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-            row.copy_from_slice(&acc[oy * row_len..][..g.out_w]);
-        }
-        return;
     }
     for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-        let top = &scratch[oy * g.stride[0] * row_len..];
-        for x0 in (0..g.out_w).step_by(LANES) {
-            let mut acc = [bias; LANES];
-            for (&kv, &offset) in kernel.iter().zip(&g.taps) {
-                let run: &[T; LANES] = top[offset + x0..][..LANES]
-                    .try_into()
-                    .expect("LANES values");
-                for i in 0..LANES {
-                    acc[i] = acc[i] + kv * run[i];
-                }
-            }
-            let n = LANES.min(g.out_w - x0);
-            row[x0..x0 + n].copy_from_slice(&acc[..n]);
-        }
+        row.copy_from_slice(&acc[oy * row_len..][..g.out_w]);
     }
 }
 
