@@ -38,15 +38,17 @@ pub fn parse_kernel(spec: &str) -> Result<ArrayD<f64>> {
         return parse_matrix(spec);
     }
     if spec.ends_with(".npy") {
-        return Ok(match read_npy(Path::new(spec))?.cast_float() {
-            DynArray::F64(a) => a,
-            other => {
-                return Err(Error::invalid(format!(
-                    "{spec}: a kernel must be real, got {}",
-                    other.dtype()
-                )));
-            }
-        });
+        let array = read_npy(Path::new(spec))?;
+        return match array.dtype() {
+            DType::C64 | DType::C128 => Err(Error::invalid(format!(
+                "{spec}: a kernel must be real, got {}",
+                array.dtype()
+            ))),
+            _ => match array.cast(DType::F64) {
+                DynArray::F64(a) => Ok(a),
+                _ => unreachable!("cast to float64"),
+            },
+        };
     }
     let mut parts = spec.split(':');
     let name = parts.next().unwrap_or_default();
@@ -189,16 +191,6 @@ pub fn parse_matrix(text: &str) -> Result<ArrayD<f64>> {
     let n = rows.len();
     ArrayD::from_shape_vec(IxDyn(&[n, cols]), rows.concat())
         .map_err(|e| Error::invalid(e.to_string()))
-}
-
-impl DynArray {
-    /// Real data as `float64`; complex data is left as it is.
-    pub fn cast_float(self) -> DynArray {
-        match self.dtype() {
-            DType::C64 | DType::C128 => self,
-            _ => self.cast(DType::F64),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -100,28 +100,29 @@ pub fn write_png(path: &Path, img: &ArrayViewD<f64>) -> Result<()> {
         }
     };
     let shape = img.shape();
-    let std = img.as_standard_layout();
-    let bytes: Vec<u8> = std.iter().map(|&v| to_u8(v)).collect();
-    let dynimg = match shape {
-        [h, w] => ImageBuffer::<Luma<u8>, _>::from_raw(*w as u32, *h as u32, bytes)
-            .map(DynamicImage::ImageLuma8),
-        [h, w, 3] => ImageBuffer::<Rgb<u8>, _>::from_raw(*w as u32, *h as u32, bytes)
-            .map(DynamicImage::ImageRgb8),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        Error::invalid(format!(
-            "an image must have shape [H, W] or [H, W, 3], got {shape:?}"
-        ))
-    })?;
-    if shape[0] == 0 || shape[1] == 0 {
+    let (h, w, rgb) = match *shape {
+        [h, w] => (h, w, false),
+        [h, w, 3] => (h, w, true),
+        _ => {
+            return Err(Error::invalid(format!(
+                "an image must have shape [H, W] or [H, W, 3], got {shape:?}"
+            )));
+        }
+    };
+    if h == 0 || w == 0 {
         return Err(Error::invalid(format!(
-            "cannot write an empty image ({}×{}) to {}",
-            shape[0],
-            shape[1],
+            "cannot write an empty image ({h}×{w}) to {}",
             path.display()
         )));
     }
+    let bytes: Vec<u8> = img.as_standard_layout().iter().map(|&v| to_u8(v)).collect();
+    let (w32, h32) = (w as u32, h as u32);
+    let dynimg = if rgb {
+        ImageBuffer::<Rgb<u8>, _>::from_raw(w32, h32, bytes).map(DynamicImage::ImageRgb8)
+    } else {
+        ImageBuffer::<Luma<u8>, _>::from_raw(w32, h32, bytes).map(DynamicImage::ImageLuma8)
+    }
+    .expect("pixel count matches the shape");
     write_atomic(path, |w| {
         let mut buf = Vec::new();
         dynimg

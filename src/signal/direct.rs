@@ -48,9 +48,9 @@ pub(crate) fn direct<T: Scalar>(
 
     // Output row `q`, segment `i` of it.
     let job = |q: usize, i: usize, part: &mut [T]| {
-        let mut k = vec![0isize; rank - 1];
+        let mut scratch = vec![0isize; 2 * (rank - 1)];
         let start = start_last + (i * seg) as isize;
-        lead.each_pair(q, &mut k, |a_row, b_row| {
+        lead.each_pair(q, &mut scratch, |a_row, b_row| {
             let a_row = &a[a_row * m_last..][..m_last];
             let b_row = &b[b_row * n_last..][..n_last];
             row_taps_isa(isa, part, a_row, b_row, start);
@@ -93,22 +93,15 @@ impl<'s> Lead<'s> {
 
     /// Calls `f(a_row, b_row)` for every pair of rows (flat row indices of
     /// `a` and `b`) that contributes to output row `q`, kernel rows ascending.
-    /// `k` is scratch of length rank − 1.
-    fn each_pair(&self, q: usize, k: &mut [isize], mut f: impl FnMut(usize, usize)) {
+    /// `scratch` has 2 · (rank − 1) elements.
+    fn each_pair(&self, q: usize, scratch: &mut [isize], mut f: impl FnMut(usize, usize)) {
         let dims = self.a.len();
         if dims == 0 {
             f(0, 0);
             return;
         }
-        // Full index of this output row, and the kernel range per dimension.
-        let mut full = [0isize; 8];
-        let mut full_vec;
-        let full: &mut [isize] = if dims <= 8 {
-            &mut full[..dims]
-        } else {
-            full_vec = vec![0isize; dims];
-            &mut full_vec
-        };
+        // Full index of this output row, and the kernel index per dimension.
+        let (full, k) = scratch.split_at_mut(dims);
         let mut rest = q;
         for d in (0..dims).rev() {
             let len = self.spans[d].len;

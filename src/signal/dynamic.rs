@@ -119,23 +119,28 @@ impl DynArray {
                 _ => unreachable!("only int32 promotes to int64"),
             },
             DType::F32 => unreachable!("nothing else promotes to float32"),
-            DType::F64 => DynArray::F64(self.to_c128().mapv(|c| c.re)),
+            DType::F64 => DynArray::F64(match self {
+                DynArray::I32(x) => x.mapv(f64::from),
+                DynArray::I64(x) => x.mapv(|v| v as f64),
+                DynArray::F32(x) => x.mapv(f64::from),
+                _ => unreachable!("only real types promote to float64"),
+            }),
             DType::C64 => match self {
                 DynArray::F32(x) => DynArray::C64(x.mapv(|v| Complex::new(v, 0.0))),
                 _ => unreachable!("only float32 promotes to complex64"),
             },
-            DType::C128 => DynArray::C128(self.to_c128()),
+            DType::C128 => DynArray::C128(self.into_c128()),
         }
     }
 
-    fn to_c128(&self) -> ArrayD<Complex<f64>> {
+    fn into_c128(self) -> ArrayD<Complex<f64>> {
         match self {
             DynArray::I32(x) => x.mapv(|v| Complex::new(v as f64, 0.0)),
             DynArray::I64(x) => x.mapv(|v| Complex::new(v as f64, 0.0)),
             DynArray::F32(x) => x.mapv(|v| Complex::new(v as f64, 0.0)),
             DynArray::F64(x) => x.mapv(|v| Complex::new(v, 0.0)),
             DynArray::C64(x) => x.mapv(|v| Complex::new(v.re as f64, v.im as f64)),
-            DynArray::C128(x) => x.clone(),
+            DynArray::C128(x) => x,
         }
     }
 }

@@ -86,10 +86,7 @@ pub fn conv_with<T: ConvElement>(
     mode: Mode,
     method: Method,
 ) -> Result<ArrayD<T>> {
-    let rank = a.ndim().max(b.ndim()).max(1);
-    let ashape = aligned(a.shape(), rank);
-    let bshape = aligned(b.shape(), rank);
-    let spans: Vec<Span> = (0..rank).map(|d| mode.span(ashape[d], bshape[d])).collect();
+    let (ashape, bshape, spans) = operands(a.shape(), b.shape(), mode);
     let out_shape: Vec<usize> = spans.iter().map(|s| s.len).collect();
     let a_std = a.as_standard_layout();
     let b_std = b.as_standard_layout();
@@ -164,6 +161,15 @@ pub fn conv2_sep<T: ConvElement>(
     conv_with(&cols.view(), &row.view(), mode, method)
 }
 
+/// Both shapes aligned to one rank (at least 1), and the span of the full
+/// result that `mode` keeps in each dimension.
+fn operands(a: &[usize], b: &[usize], mode: Mode) -> (Vec<usize>, Vec<usize>, Vec<Span>) {
+    let rank = a.len().max(b.len()).max(1);
+    let (a, b) = (aligned(a, rank), aligned(b, rank));
+    let spans = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
+    (a, b, spans)
+}
+
 /// `shape` with trailing singleton dimensions appended up to `rank`.
 fn aligned(shape: &[usize], rank: usize) -> Vec<usize> {
     let mut s = shape.to_vec();
@@ -190,14 +196,13 @@ fn direct_work(a: &[usize], b: &[usize], spans: &[Span]) -> f64 {
 /// The method [`Method::Auto`] runs for real floating-point arrays of these
 /// shapes (integers always use [`Method::Direct`]).
 pub fn auto_method(a: &[usize], b: &[usize], mode: Mode) -> Method {
-    let rank = a.len().max(b.len()).max(1);
-    let (a, b) = (aligned(a, rank), aligned(b, rank));
+    let (a, b, spans) = operands(a, b, mode);
+    // As in `conv_with`: the larger operand is the signal.
     let (big, small) = if a.iter().product::<usize>() >= b.iter().product::<usize>() {
         (&a, &b)
     } else {
         (&b, &a)
     };
-    let spans: Vec<Span> = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
     if prefer_fft(big, small, &spans, true) {
         Method::Fft
     } else {
@@ -208,9 +213,7 @@ pub fn auto_method(a: &[usize], b: &[usize], mode: Mode) -> Method {
 /// Multiply-adds of the direct method for these shapes: the work measure
 /// behind GFLOP/s figures (2 flops each).
 pub fn direct_macs(a: &[usize], b: &[usize], mode: Mode) -> f64 {
-    let rank = a.len().max(b.len()).max(1);
-    let (a, b) = (aligned(a, rank), aligned(b, rank));
-    let spans: Vec<Span> = (0..rank).map(|d| mode.span(a[d], b[d])).collect();
+    let (a, b, spans) = operands(a, b, mode);
     direct_work(&a, &b, &spans)
 }
 
