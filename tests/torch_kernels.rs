@@ -62,15 +62,10 @@ fn conv2d_reference_matches_pytorch() {
     for c in &cases {
         let d = &c.dims;
         let s = Conv2dShape {
-            batch: d[0],
-            in_channels: d[1],
-            out_channels: d[2],
-            input: [d[3], d[4]],
-            kernel: [d[5], d[6]],
             stride: [d[7], d[8]],
             padding: [d[9], d[10]],
             dilation: [d[11], d[12]],
-            groups: d[13],
+            ..Conv2dShape::new(d[0], d[1], d[2], [d[3], d[4]], [d[5], d[6]], d[13])
         }
         .validate()
         .unwrap();

@@ -27,6 +27,30 @@ pub struct Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// A convolution with PyTorch's defaults for the rest: stride 1, no
+    /// padding, no dilation. Change those with struct update syntax, then
+    /// [`validate`](Self::validate).
+    pub fn new(
+        batch: usize,
+        in_channels: usize,
+        out_channels: usize,
+        input: [usize; 2],
+        kernel: [usize; 2],
+        groups: usize,
+    ) -> Self {
+        Conv2dShape {
+            batch,
+            in_channels,
+            out_channels,
+            input,
+            kernel,
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups,
+        }
+    }
+
     /// Checks the geometry: every size positive, `groups` dividing both
     /// channel counts, and an output of at least 1×1. The error names the
     /// offending numbers.
@@ -258,15 +282,10 @@ mod tests {
         dil: [usize; 2],
     ) -> Conv2dShape {
         Conv2dShape {
-            batch: 2,
-            in_channels: c_in,
-            out_channels: c_out,
-            input: [7, 6],
-            kernel: k,
             stride,
             padding: pad,
             dilation: dil,
-            groups,
+            ..Conv2dShape::new(2, c_in, c_out, [7, 6], k, groups)
         }
         .validate()
         .unwrap()

@@ -146,15 +146,10 @@ mod tests {
             cases.iter().enumerate()
         {
             let s = Conv2dShape {
-                batch,
-                in_channels: cin,
-                out_channels: cout,
-                input: [h, w],
-                kernel: k,
                 stride,
                 padding: pad,
                 dilation: dil,
-                groups,
+                ..Conv2dShape::new(batch, cin, cout, [h, w], k, groups)
             }
             .validate()
             .unwrap();
@@ -166,17 +161,7 @@ mod tests {
 
     #[test]
     fn wrong_lengths_are_errors() {
-        let s = Conv2dShape {
-            batch: 1,
-            in_channels: 2,
-            out_channels: 2,
-            input: [3, 3],
-            kernel: [1, 1],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-        };
+        let s = Conv2dShape::new(1, 2, 2, [3, 3], [1, 1], 1);
         let mut y = vec![0.0; 18];
         assert!(forward(&s, &[0.0; 17], &[0.0; 4], None, &mut y).is_err());
         assert!(forward(&s, &[0.0; 18], &[0.0; 4], Some(&[0.0]), &mut y).is_err());

@@ -209,15 +209,10 @@ mod tests {
         ];
         for (i, &(batch, c, mult, h, w, k, stride, pad, dil, bias)) in cases.iter().enumerate() {
             let s = Conv2dShape {
-                batch,
-                in_channels: c,
-                out_channels: c * mult,
-                input: [h, w],
-                kernel: k,
                 stride,
                 padding: pad,
                 dilation: dil,
-                groups: c,
+                ..Conv2dShape::new(batch, c, c * mult, [h, w], k, c)
             }
             .validate()
             .unwrap();
@@ -232,15 +227,8 @@ mod tests {
     #[test]
     fn refuses_grouped_shapes() {
         let s = Conv2dShape {
-            batch: 1,
-            in_channels: 4,
-            out_channels: 4,
-            input: [3, 3],
-            kernel: [3, 3],
-            stride: [1, 1],
             padding: [1, 1],
-            dilation: [1, 1],
-            groups: 2,
+            ..Conv2dShape::new(1, 4, 4, [3, 3], [3, 3], 2)
         };
         assert!(forward(&s, &[0.0; 36], &[0.0; 72], None, &mut [0.0; 36]).is_err());
     }
