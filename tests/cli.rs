@@ -15,6 +15,15 @@ fn gconv(args: &[&str], dir: &Path) -> Output {
         .expect("gconv runs")
 }
 
+/// Asserts success, showing stderr otherwise.
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Asserts a clean failure: exit code 2, one line on stderr that mentions
 /// `needle`, no panic.
 fn assert_error(out: &Output, needle: &str) {
@@ -41,11 +50,7 @@ fn conv_npy_keeps_integer_types_and_promotes_mixed() {
     )
     .unwrap();
     let out = gconv(&["conv", "a.npy", "b.npy", "-o", "c.npy"], d);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         read_npy(&d.join("c.npy")).unwrap(),
         DynArray::I32(arr1(&[1, 3, 5, 3]).into_dyn())
@@ -55,7 +60,7 @@ fn conv_npy_keeps_integer_types_and_promotes_mixed() {
         &["conv", "a.npy", "f.npy", "-o", "m.npy", "--mode", "same"],
         d,
     );
-    assert!(out.status.success());
+    assert_ok(&out);
     assert_eq!(
         read_npy(&d.join("m.npy")).unwrap(),
         DynArray::F64(arr1(&[1.5, 2.5, 1.5]).into_dyn())
@@ -81,11 +86,7 @@ fn conv_accepts_literals_and_text_files() {
         ],
         d,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let DynArray::F64(c) = read_npy(&d.join("c.npy")).unwrap() else {
         panic!("float64 expected")
     };
@@ -109,7 +110,7 @@ fn conv_accepts_literals_and_text_files() {
         ],
         d,
     );
-    assert!(out.status.success());
+    assert_ok(&out);
     assert_eq!(
         read_npy(&d.join("r.npy")).unwrap(),
         DynArray::F64(want.mapv(|v| -v))
@@ -197,11 +198,7 @@ fn filter_writes_a_png_of_the_right_size() {
             ],
             d,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let img = image::open(d.join("out.png")).unwrap();
         assert_eq!((img.width(), img.height()), size, "{mode}");
         assert!(!img.color().has_color());
@@ -220,11 +217,7 @@ fn filter_writes_a_png_of_the_right_size() {
         ],
         d,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(image::open(d.join("rgb.png")).unwrap().color().has_color());
 }
 
@@ -280,11 +273,7 @@ fn filter_errors_are_one_line_and_leave_no_file() {
 fn demo_runs_the_seed_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
     let out = gconv(&["demo", "--out", "demo"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("conv(u, v) == conv(v, u)") && text.contains(": true"),
