@@ -6,6 +6,7 @@
 //! code without wider vectors, so every path computes the same sums in the same
 //! order and gives bit-identical results.
 
+use crate::signal::Scalar;
 use std::sync::OnceLock;
 
 /// An instruction-set level that hot loops are compiled for.
@@ -117,4 +118,42 @@ macro_rules! dispatch {
             $body($($arg),*)
         }
     };
+}
+
+/// Lanes of the reductions below: independent partial sums the compiler
+/// keeps in vector registers (float addition is not reassociated for us).
+const LANES: usize = 16;
+
+/// `Σ a[i] · b[i]` over the common length, in [`LANES`] interleaved
+/// partial sums. Inline, so that callers compiled for an [`Isa`] vectorise it.
+#[inline(always)]
+pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (ac, bc) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES));
+    let tail = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .fold(T::zero(), |s, (&x, &y)| s + x * y);
+    let mut acc = [T::zero(); LANES];
+    for (x, y) in ac.zip(bc) {
+        for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *a = *a + x * y;
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
+}
+
+/// `Σ a[i]` in [`LANES`] interleaved partial sums.
+#[inline(always)]
+pub fn sum<T: Scalar>(a: &[T]) -> T {
+    let chunks = a.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::zero(), |s, &v| s + v);
+    let mut acc = [T::zero(); LANES];
+    for x in chunks {
+        for (a, &x) in acc.iter_mut().zip(x) {
+            *a = *a + x;
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
 }

@@ -192,6 +192,48 @@ impl Conv2dShape {
     }
 }
 
+impl Conv2dShape {
+    /// Checks the slices of a backward pass: input, weight and output
+    /// gradient, and the gradient buffers that are given
+    /// (`[dx, dw, db]`).
+    pub fn check_grad_lens<T>(
+        &self,
+        x: &[T],
+        w: &[T],
+        dy: &[T],
+        grads: [Option<&[T]>; 3],
+    ) -> Result<()> {
+        self.check_lens(x.len(), w.len(), None, dy.len())?;
+        let (xl, wl, _) = self.lens();
+        let names = ["input gradient", "weight gradient", "bias gradient"];
+        for ((what, want), grad) in names
+            .into_iter()
+            .zip([xl, wl, self.out_channels])
+            .zip(grads)
+        {
+            if let Some(got) = grad.map(<[T]>::len).filter(|&g| g != want) {
+                return Err(Error::invalid(format!(
+                    "conv2d backward: {what} has {got} elements, the shape needs {want}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bias gradient, `db[o] = Σ_{n, y, x} dy[n, o, y, x]`, one parallel task
+/// per channel.
+pub(crate) fn bias_grad(s: &Conv2dShape, dy: &[f32], db: &mut [f32]) {
+    use rayon::prelude::*;
+    let [oh, ow] = s.output();
+    let p = oh * ow;
+    db.par_iter_mut().enumerate().for_each(|(o, d)| {
+        *d = (0..s.batch)
+            .map(|n| crate::simd::sum(&dy[(n * s.out_channels + o) * p..][..p]))
+            .sum();
+    });
+}
+
 /// Reference forward pass: `y = conv2d(x, w) + bias`.
 pub fn forward_ref<F: Float>(
     s: &Conv2dShape,
@@ -265,6 +307,46 @@ pub(crate) fn assert_forward_matches_reference(
         .map(|(a, b)| (*a as f64 - b).abs())
         .fold(0.0, f64::max);
     assert!(err < 1e-5, "{s:?}: max error {err}");
+}
+
+/// Test support: runs a fast float32 backward pass (`dx`, `dw`, `db`) on
+/// seeded data and checks it against [`backward_ref`] in float64, relative
+/// to the largest gradient.
+#[cfg(test)]
+pub(crate) fn assert_backward_matches_reference(
+    s: &Conv2dShape,
+    seed: u64,
+    backward: impl Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32], &mut [f32]) -> Result<()>,
+) {
+    let (xl, wl, yl) = s.lens();
+    let f32s = |len: usize, k: u64| -> Vec<f32> {
+        crate::random::uniform(&[len], 5 * seed + k)
+            .iter()
+            .map(|&v| v as f32)
+            .collect()
+    };
+    let (x, w, dy) = (f32s(xl, 0), f32s(wl, 1), f32s(yl, 2));
+    let (mut dx, mut dw, mut db) = (
+        vec![f32::NAN; xl],
+        vec![f32::NAN; wl],
+        vec![f32::NAN; s.out_channels],
+    );
+    backward(&x, &w, &dy, &mut dx, &mut dw, &mut db).unwrap();
+    let to64 = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
+    let want = backward_ref(s, &to64(&x), &to64(&w), &to64(&dy)).unwrap();
+    for (name, got, want) in [
+        ("dx", &dx, &want.0),
+        ("dw", &dw, &want.1),
+        ("db", &db, &want.2),
+    ] {
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 1e-5 * scale, "{s:?} {name}: max error {err}");
+    }
 }
 
 #[cfg(test)]

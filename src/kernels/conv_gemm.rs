@@ -28,14 +28,8 @@ pub fn forward(
     let (cig, cog) = (s.group_in(), s.group_out());
     let k = cig * s.kernel[0] * s.kernel[1];
     let plane = s.input[0] * s.input[1];
-    let pointwise = s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0];
-    let tasks = s.batch * s.groups;
-    let threads = rayon::current_num_threads();
-    let inner = if tasks < threads {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
+    let pointwise = is_pointwise(s);
+    let inner = inner_parallelism(s.batch * s.groups);
 
     y.par_chunks_mut(cog * p).enumerate().for_each_init(
         || {
@@ -54,79 +48,319 @@ pub fn forward(
                 im2col(s, x_group, cols);
                 cols
             };
-            let lhs = &w[g * cog * k..][..cog * k];
             if let Some(b) = bias {
                 for (row, &bv) in out.chunks_exact_mut(p).zip(&b[g * cog..]) {
                     row.fill(bv);
                 }
             }
-            // SAFETY: out is cog × p (row stride p), lhs cog × k (row stride
-            // k), rhs k × p (row stride p); all three are in bounds.
-            unsafe {
-                gemm::gemm(
-                    cog,
-                    p,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    p as isize,
-                    bias.is_some(),
-                    lhs.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs.as_ptr(),
-                    1,
-                    p as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    inner,
-                );
-            }
+            let lhs = Mat::rows(&w[g * cog * k..][..cog * k], k);
+            matmul(out, p, bias.is_some(), lhs, Mat::rows(rhs, p), inner);
         },
     );
     Ok(())
 }
 
-/// Column buffer of one image and group: row `(c · kH + ky) · kW + kx`,
-/// column `oy · W_out + ox` holds the input value under that kernel tap
-/// (zero in the padding). `x` is the group's `C_in/g` input planes.
-fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+/// Gradients of `Σ dy · conv2d(x, w)` for float32 NCHW data, each computed
+/// only when its buffer is given: `dx` (shape of `x`), `dw` (shape of `w`),
+/// `db` (`[C_out]`). Every buffer is overwritten.
+///
+/// - `dx`: per (image, group), `dcols = W_gᵀ · dY_g` (`K × P`), scattered
+///   back onto the input (col2im; pointwise layers write `dx` directly).
+///   Tasks own disjoint parts of `dx`.
+/// - `dw`: `dW_g = Σ_n dY_{n,g} · cols_{n,g}ᵀ`. The batch is cut into a
+///   number of chunks fixed by the thread count and the shape; each
+///   (chunk, group) task sums into its own partial buffer and the partials
+///   are added in chunk order, so results are deterministic for a fixed
+///   thread count.
+pub fn backward(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
+    if let Some(dx) = dx {
+        input_grad(s, w, dy, dx);
+    }
+    if let Some(dw) = dw {
+        weight_grad(s, x, dy, dw);
+    }
+    if let Some(db) = db {
+        super::conv::bias_grad(s, dy, db);
+    }
+    Ok(())
+}
+
+/// `dx` from `dy`: see [`backward`].
+fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let [oh, ow] = s.output();
+    let p = oh * ow;
+    let (cig, cog) = (s.group_in(), s.group_out());
+    let k = cig * s.kernel[0] * s.kernel[1];
+    let plane = s.input[0] * s.input[1];
+    let pointwise = is_pointwise(s);
+    let inner = inner_parallelism(s.batch * s.groups);
+    dx.par_chunks_mut(cig * plane).enumerate().for_each_init(
+        || {
+            if pointwise {
+                Vec::new()
+            } else {
+                vec![0f32; k * p]
+            }
+        },
+        |dcols, (task, dx_group)| {
+            let (n, g) = (task / s.groups, task % s.groups);
+            let lhs = Mat::cols(&w[g * cog * k..][..cog * k], k);
+            let rhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
+            if pointwise {
+                matmul(dx_group, p, false, lhs, rhs, inner);
+            } else {
+                matmul(dcols, p, false, lhs, rhs, inner);
+                col2im(s, dcols, dx_group);
+            }
+        },
+    );
+}
+
+/// `dw` from `x` and `dy`: see [`backward`].
+fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let [oh, ow] = s.output();
+    let p = oh * ow;
+    let (cig, cog) = (s.group_in(), s.group_out());
+    let k = cig * s.kernel[0] * s.kernel[1];
+    let plane = s.input[0] * s.input[1];
+    let pointwise = is_pointwise(s);
+    let threads = rayon::current_num_threads();
+    let chunks = (2 * threads).div_ceil(s.groups).clamp(1, s.batch);
+    let per_chunk = s.batch.div_ceil(chunks);
+    let chunks = s.batch.div_ceil(per_chunk);
+    let inner = inner_parallelism(chunks * s.groups);
+    let group_len = cog * k;
+    let mut partials = vec![0f32; if chunks > 1 { chunks * dw.len() } else { 0 }];
+    let target: &mut [f32] = if chunks > 1 { &mut partials } else { dw };
+    target.par_chunks_mut(group_len).enumerate().for_each_init(
+        || {
+            if pointwise {
+                Vec::new()
+            } else {
+                vec![0f32; k * p]
+            }
+        },
+        |cols, (task, dw_group)| {
+            let (chunk, g) = (task / s.groups, task % s.groups);
+            let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.batch);
+            for (i, n) in images.enumerate() {
+                let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
+                let rhs: &[f32] = if pointwise {
+                    x_group
+                } else {
+                    im2col(s, x_group, cols);
+                    cols
+                };
+                let lhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
+                matmul(dw_group, k, i > 0, lhs, Mat::cols(rhs, p), inner);
+            }
+        },
+    );
+    if chunks > 1 {
+        let wl = dw.len();
+        dw.par_chunks_mut(group_len)
+            .enumerate()
+            .for_each(|(g, out)| {
+                out.fill(0.0);
+                for part in partials.chunks_exact(wl) {
+                    for (o, &v) in out.iter_mut().zip(&part[g * group_len..][..group_len]) {
+                        *o += v;
+                    }
+                }
+            });
+    }
+}
+
+fn is_pointwise(s: &Conv2dShape) -> bool {
+    s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0]
+}
+
+/// Threads for one GEMM: all of them when there are fewer tasks than
+/// threads, else one (the tasks themselves run in parallel).
+fn inner_parallelism(tasks: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if tasks < threads {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// A read-only matrix operand: a slice with its row and column strides.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major with `cols` columns.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn cols(data: &'a [f32], cols: usize) -> Self {
+        Mat {
+            data,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    /// Whether element `(rows − 1, cols − 1)` is inside the slice.
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
+    }
+}
+
+/// `dst (m × n, row-major) = [dst +] lhs (m × k) · rhs (k × n)`, with
+/// `m = dst.len() / n` and `k` read from `lhs`'s slice length.
+fn matmul(dst: &mut [f32], n: usize, accumulate: bool, lhs: Mat, rhs: Mat, par: Parallelism) {
+    let m = dst.len() / n;
+    let k = lhs.data.len() / m;
+    assert!(
+        dst.len() == m * n && lhs.holds(m, k) && rhs.holds(k, n),
+        "matmul operands out of bounds"
+    );
+    // SAFETY: the assertion above keeps every index of the three operands
+    // inside their slices; dst does not alias the inputs (it is `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// For kernel column `kx`: the output columns `lo..hi` whose input column
+/// `ox · stride_w + kx · dilation_w − pad_w` lies inside the image, and that
+/// input column for `ox = lo`.
+fn valid_columns(s: &Conv2dShape, kx: usize) -> (usize, usize, usize) {
+    let ow = s.output()[1];
+    let (sw, off) = (s.stride[1], kx * s.dilation[1]);
+    let pad = s.padding[1];
+    let lo = pad.saturating_sub(off).div_ceil(sw).min(ow);
+    let hi = (s.input[1] + pad)
+        .saturating_sub(off)
+        .div_ceil(sw)
+        .min(ow)
+        .max(lo);
+    (lo, hi, (lo * sw + off).saturating_sub(pad))
+}
+
+/// Calls `f(segment, input_row, columns)` for every output row of every
+/// column-buffer row `(c · kH + ky) · kW + kx` of one image and group:
+/// `segment` is the offset of its `W_out` values in the column buffer,
+/// `input_row` the offset of the input row it reads (`None` in the padding)
+/// and `columns` the result of [`valid_columns`] for `kx`.
+fn each_segment(s: &Conv2dShape, mut f: impl FnMut(usize, Option<usize>, (usize, usize, usize))) {
     let [h, w] = s.input;
     let [oh, ow] = s.output();
     let [kh, kw] = s.kernel;
-    let mut rows = cols.chunks_exact_mut(oh * ow);
+    let columns: Vec<_> = (0..kw).map(|kx| valid_columns(s, kx)).collect();
+    let mut segment = 0;
     for c in 0..s.group_in() {
-        let plane = &x[c * h * w..][..h * w];
         for ky in 0..kh {
-            for kx in 0..kw {
-                let row = rows.next().expect("one row per (channel, tap)");
+            for &cols in &columns {
                 for oy in 0..oh {
-                    let dst = &mut row[oy * ow..][..ow];
                     let iy = (oy * s.stride[0] + ky * s.dilation[0]).checked_sub(s.padding[0]);
-                    match iy.filter(|&iy| iy < h) {
-                        None => dst.fill(0.0),
-                        Some(iy) => {
-                            let src = &plane[iy * w..][..w];
-                            for (ox, d) in dst.iter_mut().enumerate() {
-                                let ix = (ox * s.stride[1] + kx * s.dilation[1])
-                                    .checked_sub(s.padding[1]);
-                                *d = ix.filter(|&ix| ix < w).map_or(0.0, |ix| src[ix]);
-                            }
-                        }
-                    }
+                    let row = iy.filter(|&iy| iy < h).map(|iy| (c * h + iy) * w);
+                    f(segment, row, cols);
+                    segment += ow;
                 }
             }
         }
     }
 }
 
+/// Column buffer of one image and group: row `(c · kH + ky) · kW + kx`,
+/// column `oy · W_out + ox` holds the input value under that kernel tap
+/// (zero in the padding). `x` is the group's `C_in/g` input planes.
+fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+    let ow = s.output()[1];
+    let sw = s.stride[1];
+    each_segment(s, |seg, row, (lo, hi, ix)| {
+        let dst = &mut cols[seg..][..ow];
+        let Some(row) = row else {
+            dst.fill(0.0);
+            return;
+        };
+        dst[..lo].fill(0.0);
+        dst[hi..].fill(0.0);
+        let src = &x[row + ix..];
+        if sw == 1 {
+            dst[lo..hi].copy_from_slice(&src[..hi - lo]);
+        } else {
+            for (d, v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(sw)) {
+                *d = *v;
+            }
+        }
+    });
+}
+
+/// The adjoint of [`im2col`]: adds every column-buffer value onto the
+/// input position it was read from. `dx` (the group's `C_in/g` planes) is
+/// overwritten.
+fn col2im(s: &Conv2dShape, cols: &[f32], dx: &mut [f32]) {
+    let ow = s.output()[1];
+    let sw = s.stride[1];
+    dx.fill(0.0);
+    each_segment(s, |seg, row, (lo, hi, ix)| {
+        let Some(row) = row else { return };
+        let src = &cols[seg..][..ow][lo..hi];
+        let dst = &mut dx[row + ix..];
+        if sw == 1 {
+            for (d, v) in dst.iter_mut().zip(src) {
+                *d += *v;
+            }
+        } else {
+            for (d, v) in dst.iter_mut().step_by(sw).zip(src) {
+                *d += *v;
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::assert_forward_matches_reference;
+    use crate::kernels::conv::{
+        assert_backward_matches_reference, assert_forward_matches_reference,
+    };
 
     #[test]
     fn matches_the_reference_on_many_shapes() {
@@ -141,6 +375,10 @@ mod tests {
             (2, 7, 7, 10, 9, [3, 3], [2, 1], [2, 1], [2, 1], 7, false),
             (1, 3, 8, 13, 11, [7, 7], [2, 2], [3, 3], [1, 1], 1, true),
             (2, 5, 10, 6, 8, [3, 5], [1, 2], [1, 2], [1, 1], 5, false),
+            (5, 6, 6, 5, 5, [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
+            (7, 8, 4, 4, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2, false),
+            (3, 9, 6, 8, 7, [5, 5], [3, 2], [2, 0], [1, 1], 3, false),
+            (2, 4, 4, 9, 9, [3, 3], [2, 2], [0, 0], [3, 3], 2, false),
         ];
         for (i, &(batch, cin, cout, h, w, k, stride, pad, dil, groups, bias)) in
             cases.iter().enumerate()
@@ -155,6 +393,9 @@ mod tests {
             .unwrap();
             assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
                 forward(&s, x, w, b, y)
+            });
+            assert_backward_matches_reference(&s, i as u64, |x, w, dy, dx, dw, db| {
+                backward(&s, x, w, dy, Some(dx), Some(dw), Some(db))
             });
         }
     }

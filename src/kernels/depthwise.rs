@@ -33,12 +33,7 @@ fn forward_isa(
     y: &mut [f32],
     isa: Isa,
 ) -> Result<()> {
-    if s.group_in() != 1 {
-        return Err(Error::invalid(format!(
-            "depthwise conv2d needs groups = in_channels, got groups = {} for {} channels",
-            s.groups, s.in_channels
-        )));
-    }
+    check_depthwise(s)?;
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let geo = Geometry::new(s);
     let taps = s.kernel[0] * s.kernel[1];
@@ -63,6 +58,80 @@ fn forward_isa(
                 );
             },
         );
+    Ok(())
+}
+
+fn check_depthwise(s: &Conv2dShape) -> Result<()> {
+    if s.group_in() != 1 {
+        return Err(Error::invalid(format!(
+            "depthwise conv2d needs groups = in_channels, got groups = {} for {} channels",
+            s.groups, s.in_channels
+        )));
+    }
+    Ok(())
+}
+
+/// Gradients of `Σ dy · depthwise_conv2d(x, w)`, each computed only when
+/// its buffer is given (and overwritten): `dx` with one parallel task per
+/// input plane (it gathers the `multiplier` output planes it feeds), `dw`
+/// with one task per output channel summing over the images in order
+/// (deterministic for any thread count), and `db`.
+pub fn backward(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: Option<&mut [f32]>,
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    backward_isa(s, x, w, dy, [dx, dw, db], Isa::best())
+}
+
+/// [`backward`] with the inner loops compiled for `isa`.
+fn backward_isa(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    [dx, dw, db]: [Option<&mut [f32]>; 3],
+    isa: Isa,
+) -> Result<()> {
+    check_depthwise(s)?;
+    s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
+    let geo = Geometry::new(s);
+    let taps = s.kernel[0] * s.kernel[1];
+    let mult = s.group_out();
+    let plane_in = s.input[0] * s.input[1];
+    let plane_out = geo.out_h * geo.out_w;
+    if let Some(dx) = dx {
+        dx.par_chunks_mut(plane_in).enumerate().for_each_init(
+            || vec![0f32; geo.scratch_len()],
+            |scratch, (plane, dx)| {
+                // Input plane (n, c) feeds output channels c·mult .. (c + 1)·mult.
+                let c = plane % s.in_channels;
+                let dys = &dy[plane * mult * plane_out..][..mult * plane_out];
+                let kernels = &w[c * mult * taps..][..mult * taps];
+                plane_input_grad_isa(isa, &geo, dys, kernels, scratch, dx);
+            },
+        );
+    }
+    if let Some(dw) = dw {
+        dw.par_chunks_mut(taps).enumerate().for_each_init(
+            || vec![0f32; geo.scratch_len()],
+            |scratch, (o, dw)| {
+                dw.fill(0.0);
+                for n in 0..s.batch {
+                    let xp = &x[(n * s.in_channels + o / mult) * plane_in..][..plane_in];
+                    let dyp = &dy[(n * s.out_channels + o) * plane_out..][..plane_out];
+                    plane_weight_grad_isa(isa, &geo, xp, dyp, scratch, dw);
+                }
+            },
+        );
+    }
+    if let Some(db) = db {
+        super::conv::bias_grad(s, dy, db);
+    }
     Ok(())
 }
 
@@ -139,6 +208,74 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// Calls `f(src, step, dst, count)` for runs of one input plane: input
+    /// elements `src + i · step` (`i < count`) go to padded positions
+    /// `dst + i`. Together the runs cover the plane once.
+    fn each_run(&self, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let ([sh, sw], [ph, pw]) = (self.stride, self.padding);
+        let (w, pl, row_len) = (self.w, self.phase_len, self.row_len());
+        for r in 0..rows {
+            let pr = r + ph;
+            let row = ((pr % sh) * self.phase_rows + pr / sh) * row_len;
+            // Padded column c = input column + pw sits in phase c % sw at c / sw.
+            for q in 0..sw {
+                let x0 = (q + sw - pw % sw) % sw;
+                if x0 < w {
+                    f(
+                        r * w + x0,
+                        sw,
+                        row + q * pl + (x0 + pw) / sw,
+                        (w - x0).div_ceil(sw),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Copies an input plane into the zeroed padded, phase-split layout.
+    #[inline(always)]
+    fn pad<T: Scalar>(&self, src: &[T], padded: &mut [T]) {
+        padded.fill(T::zero());
+        self.each_run(src.len() / self.w, |s, step, d, count| {
+            let dst = &mut padded[d..][..count];
+            if step == 1 {
+                dst.copy_from_slice(&src[s..][..count]);
+            } else {
+                for (o, v) in dst.iter_mut().zip(src[s..].iter().step_by(step)) {
+                    *o = *v;
+                }
+            }
+        });
+    }
+
+    /// The inverse of [`pad`](Self::pad) on the interior: writes the
+    /// padded layout's input positions back to a plane.
+    #[inline(always)]
+    fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
+        self.each_run(dst.len() / self.w, |s, step, d, count| {
+            let src = &padded[d..][..count];
+            if step == 1 {
+                dst[s..][..count].copy_from_slice(src);
+            } else {
+                for (o, v) in dst[s..].iter_mut().step_by(step).zip(src) {
+                    *o = *v;
+                }
+            }
+        });
+    }
+
+    /// Spreads an output plane (or its gradient) to the accumulator's row
+    /// pitch, zero between rows.
+    #[inline(always)]
+    fn spread<T: Scalar>(&self, plane: &[T], acc: &mut [T]) {
+        acc.fill(T::zero());
+        for (oy, row) in plane.chunks_exact(self.out_w).enumerate() {
+            acc[oy * self.row_len()..][..self.out_w].copy_from_slice(row);
+        }
+    }
+}
+
 /// One output plane: copies the input plane into the zero-bordered,
 /// phase-split layout of [`Geometry`], then adds each tap's contribution to
 /// all outputs in one long run (the columns between the output width and the
@@ -152,27 +289,9 @@ fn plane<T: Scalar>(
     scratch: &mut [T],
     out: &mut [T],
 ) {
-    let ([sh, sw], pl, row_len) = (g.stride, g.phase_len, g.row_len());
+    let row_len = g.row_len();
     let (padded, acc) = scratch.split_at_mut(g.padded_len());
-    padded.fill(T::zero());
-    for (r, line) in src.chunks_exact(g.w).enumerate() {
-        let pr = r + g.padding[0];
-        let dst = &mut padded[((pr % sh) * g.phase_rows + pr / sh) * row_len..][..row_len];
-        if sw == 1 {
-            dst[g.padding[1]..][..g.w].copy_from_slice(line);
-            continue;
-        }
-        // Padded column c = input column + pad goes to phase c % sw, index c / sw.
-        let (mut q, mut idx) = (g.padding[1] % sw, g.padding[1] / sw);
-        for &v in line {
-            dst[q * pl + idx] = v;
-            q += 1;
-            if q == sw {
-                q = 0;
-                idx += 1;
-            }
-        }
-    }
+    g.pad(src, padded);
     // Every read stays inside `padded`: the last output needed reads valid
     // padded positions, and all others come before it.
     let acc = &mut acc[..g.acc_len()];
@@ -188,12 +307,61 @@ fn plane<T: Scalar>(
     }
 }
 
+/// Input gradient of one input plane: the adjoint of [`plane`]. Each of the
+/// `multiplier` output-gradient planes `dys` is spread to the row pitch and
+/// added, tap by tap, onto the padded layout, which is then cut back to the
+/// plane.
+#[inline(always)]
+fn plane_input_grad<T: Scalar>(
+    g: &Geometry,
+    dys: &[T],
+    kernels: &[T],
+    scratch: &mut [T],
+    dx: &mut [T],
+) {
+    let (padded, acc) = scratch.split_at_mut(g.padded_len());
+    let acc = &mut acc[..g.acc_len()];
+    let len = acc.len();
+    padded.fill(T::zero());
+    let taps = g.taps.len();
+    for (dy, kernel) in dys
+        .chunks_exact(g.out_h * g.out_w)
+        .zip(kernels.chunks_exact(taps))
+    {
+        g.spread(dy, acc);
+        for (&kv, &offset) in kernel.iter().zip(&g.taps) {
+            for (p, &a) in padded[offset..offset + len].iter_mut().zip(acc.iter()) {
+                *p = *p + kv * a;
+            }
+        }
+    }
+    g.unpad(padded, dx);
+}
+
+/// Weight gradient of one output channel from one image: adds
+/// `Σ dy · x` under each tap `t` to `dw[t]`.
+#[inline(always)]
+fn plane_weight_grad<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) {
+    let (padded, acc) = scratch.split_at_mut(g.padded_len());
+    let acc = &mut acc[..g.acc_len()];
+    let len = acc.len();
+    g.pad(x, padded);
+    g.spread(dy, acc);
+    for (d, &offset) in dw.iter_mut().zip(&g.taps) {
+        *d = *d + crate::simd::dot(acc, &padded[offset..offset + len]);
+    }
+}
+
 crate::dispatch!(fn plane_isa<T: Scalar>(g: &Geometry, src: &[T], kernel: &[T], bias: T, scratch: &mut [T], out: &mut [T]) => plane);
+crate::dispatch!(fn plane_weight_grad_isa<T: Scalar>(g: &Geometry, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) => plane_weight_grad);
+crate::dispatch!(fn plane_input_grad_isa<T: Scalar>(g: &Geometry, dys: &[T], kernels: &[T], scratch: &mut [T], dx: &mut [T]) => plane_input_grad);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::assert_forward_matches_reference;
+    use crate::kernels::conv::{
+        assert_backward_matches_reference, assert_forward_matches_reference,
+    };
 
     #[test]
     fn matches_the_reference() {
@@ -206,6 +374,9 @@ mod tests {
             (1, 4, 2, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1], true),
             (2, 5, 1, 6, 13, [3, 5], [2, 1], [0, 2], [1, 2], false),
             (1, 3, 1, 4, 4, [3, 3], [2, 2], [1, 1], [1, 1], true),
+            (3, 5, 3, 10, 7, [3, 3], [2, 2], [1, 1], [2, 1], false),
+            (2, 4, 1, 8, 9, [3, 3], [3, 2], [0, 1], [1, 1], true),
+            (4, 2, 1, 5, 5, [1, 1], [1, 1], [0, 0], [1, 1], false),
         ];
         for (i, &(batch, c, mult, h, w, k, stride, pad, dil, bias)) in cases.iter().enumerate() {
             let s = Conv2dShape {
@@ -219,6 +390,9 @@ mod tests {
             for isa in Isa::available() {
                 assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
                     forward_isa(&s, x, w, b, y, isa)
+                });
+                assert_backward_matches_reference(&s, i as u64, |x, w, dy, dx, dw, db| {
+                    backward_isa(&s, x, w, dy, [Some(dx), Some(dw), Some(db)], isa)
                 });
             }
         }
