@@ -8,14 +8,21 @@
 //! - [`io`]: `.npy` arrays and images, written atomically.
 //! - [`kernels`]: grouped convolution and channel shuffle on NCHW slices,
 //!   with reference implementations (the engine of the networks grows here).
+//! - [`tensor`]: float32 tensors with reverse-mode automatic differentiation.
+//! - [`ops`]: differentiable operations (PyTorch's `torch.nn.functional`).
+//! - [`nn`]: modules with named parameters (`Conv2d`, `BatchNorm2d`, …).
 //! - [`random`]: seeded data for benchmarks and demos.
 
 pub mod error;
 pub mod filter;
 pub mod io;
 pub mod kernels;
+
+pub mod ops;
 pub mod random;
 pub mod signal;
 pub mod simd;
+pub mod tensor;
 
 pub use error::{Error, Result};
+pub use tensor::{Tensor, no_grad};

@@ -8,8 +8,8 @@
 //! it unless there are fewer tasks than threads.
 
 use super::conv::Conv2dShape;
+use super::matmul::{Mat, inner_parallelism, matmul};
 use crate::error::Result;
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// `y = conv2d(x, w) + bias` for float32 NCHW data; `y` must hold
@@ -182,88 +182,6 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 
 fn is_pointwise(s: &Conv2dShape) -> bool {
     s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0]
-}
-
-/// Threads for one GEMM: all of them when there are fewer tasks than
-/// threads, else one (the tasks themselves run in parallel).
-fn inner_parallelism(tasks: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if tasks < threads {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// A read-only matrix operand: a slice with its row and column strides.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major with `cols` columns.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    fn cols(data: &'a [f32], cols: usize) -> Self {
-        Mat {
-            data,
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
-
-    /// Whether element `(rows − 1, cols − 1)` is inside the slice.
-    fn holds(&self, rows: usize, cols: usize) -> bool {
-        rows == 0
-            || cols == 0
-            || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
-    }
-}
-
-/// `dst (m × n, row-major) = [dst +] lhs (m × k) · rhs (k × n)`, with
-/// `m = dst.len() / n` and `k` read from `lhs`'s slice length.
-fn matmul(dst: &mut [f32], n: usize, accumulate: bool, lhs: Mat, rhs: Mat, par: Parallelism) {
-    let m = dst.len() / n;
-    let k = lhs.data.len() / m;
-    assert!(
-        dst.len() == m * n && lhs.holds(m, k) && rhs.holds(k, n),
-        "matmul operands out of bounds"
-    );
-    // SAFETY: the assertion above keeps every index of the three operands
-    // inside their slices; dst does not alias the inputs (it is `&mut`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 /// For kernel column `kx`: the output columns `lo..hi` whose input column

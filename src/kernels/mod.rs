@@ -5,6 +5,10 @@
 pub mod conv;
 pub mod conv_gemm;
 pub mod depthwise;
+pub mod linear;
+pub(crate) mod matmul;
+pub mod norm;
+pub mod pool;
 pub mod shuffle;
 
 pub use conv::Conv2dShape;

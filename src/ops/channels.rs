@@ -1,0 +1,77 @@
+//! Operations across channels: `cat` and `channel_shuffle`.
+
+use super::nchw;
+use crate::error::{Error, Result};
+use crate::kernels::shuffle;
+use crate::tensor::Tensor;
+
+/// Concatenates `[N, C_i, H, W]` tensors along the channels (PyTorch
+/// `torch.cat(xs, dim=1)`).
+pub fn cat(xs: &[&Tensor]) -> Result<Tensor> {
+    let first = xs
+        .first()
+        .ok_or_else(|| Error::invalid("cat: needs at least one tensor"))?;
+    let [n, _, h, w] = nchw("cat", first)?;
+    let mut channels = Vec::with_capacity(xs.len());
+    for x in xs {
+        let [n2, c, h2, w2] = nchw("cat", x)?;
+        if (n2, h2, w2) != (n, h, w) {
+            return Err(Error::invalid(format!(
+                "cat: shapes {:?} and {:?} differ outside the channels",
+                first.shape(),
+                x.shape()
+            )));
+        }
+        channels.push(c);
+    }
+    let plane = h * w;
+    let total: usize = channels.iter().sum();
+    let mut y = Vec::with_capacity(n * total * plane);
+    let datas: Vec<_> = xs.iter().map(|x| x.data()).collect();
+    for i in 0..n {
+        for (d, &c) in datas.iter().zip(&channels) {
+            y.extend_from_slice(&d[i * c * plane..][..c * plane]);
+        }
+    }
+    drop(datas);
+    Ok(Tensor::from_op(
+        "cat",
+        y,
+        vec![n, total, h, w],
+        xs,
+        move |dy, _| {
+            let mut grads: Vec<Vec<f32>> = channels
+                .iter()
+                .map(|&c| Vec::with_capacity(n * c * plane))
+                .collect();
+            let mut rest = dy;
+            for _ in 0..n {
+                for (g, &c) in grads.iter_mut().zip(&channels) {
+                    let (head, tail) = rest.split_at(c * plane);
+                    g.extend_from_slice(head);
+                    rest = tail;
+                }
+            }
+            Ok(grads.into_iter().map(Some).collect())
+        },
+    ))
+}
+
+/// ShuffleNet's channel shuffle (PyTorch `nn.ChannelShuffle(groups)`): view
+/// `[N, g, C/g, H, W]`, swap axes 1 and 2, flatten. `C % groups` must be 0.
+pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let [n, c, h, w] = nchw("channel_shuffle", x)?;
+    let mut y = vec![0f32; x.numel()];
+    shuffle::channel_shuffle(&x.data(), &mut y, n, c, h * w, groups)?;
+    Ok(Tensor::from_op(
+        "channel_shuffle",
+        y,
+        vec![n, c, h, w],
+        &[x],
+        move |dy, _| {
+            let mut dx = vec![0f32; dy.len()];
+            shuffle::channel_shuffle(dy, &mut dx, n, c, h * w, c / groups)?;
+            Ok(vec![Some(dx)])
+        },
+    ))
+}

@@ -1,0 +1,106 @@
+//! Element-wise operations and the full sum.
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+/// Chunk of the parallel element-wise loops (large enough to amortise a
+/// task, small enough to spread a layer over the threads).
+const CHUNK: usize = 1 << 14;
+
+/// `max(x, 0)`; the gradient passes where the output is positive.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    let mut y = x.to_vec();
+    y.par_chunks_mut(CHUNK)
+        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    let out = y.clone();
+    let saved = Tensor::records(&[x]).then_some(out);
+    Ok(Tensor::from_op(
+        "relu",
+        y,
+        x.shape().to_vec(),
+        &[x],
+        move |dy, _| {
+            let y = saved.as_deref().unwrap_or_default();
+            let mut dx = dy.to_vec();
+            dx.par_chunks_mut(CHUNK)
+                .zip(y.par_chunks(CHUNK))
+                .for_each(|(d, y)| {
+                    d.iter_mut().zip(y).for_each(|(d, &y)| {
+                        if y <= 0.0 {
+                            *d = 0.0
+                        }
+                    })
+                });
+            Ok(vec![Some(dx)])
+        },
+    ))
+}
+
+fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::invalid(format!(
+            "{op}: shapes {:?} and {:?} differ",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// `a + b` for tensors of one shape (residual connections).
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("add", a, b)?;
+    let mut y = a.to_vec();
+    {
+        let bd = b.data();
+        y.par_chunks_mut(CHUNK)
+            .zip(bd.par_chunks(CHUNK))
+            .for_each(|(y, b)| y.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+    }
+    Ok(Tensor::from_op(
+        "add",
+        y,
+        a.shape().to_vec(),
+        &[a, b],
+        |dy, needs| Ok(needs.iter().map(|&n| n.then(|| dy.to_vec())).collect()),
+    ))
+}
+
+/// `a · b` element-wise, for tensors of one shape.
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("mul", a, b)?;
+    let y: Vec<f32> = a
+        .data()
+        .iter()
+        .zip(b.data().iter())
+        .map(|(x, y)| x * y)
+        .collect();
+    let (sa, sb) = (a.clone(), b.clone());
+    Ok(Tensor::from_op(
+        "mul",
+        y,
+        a.shape().to_vec(),
+        &[a, b],
+        move |dy, needs| {
+            let times = |t: &Tensor| dy.iter().zip(t.data().iter()).map(|(g, v)| g * v).collect();
+            Ok(vec![
+                needs[0].then(|| times(&sb)),
+                needs[1].then(|| times(&sa)),
+            ])
+        },
+    ))
+}
+
+/// The sum of all elements, shape `[]` (accumulated in float64).
+pub fn sum(x: &Tensor) -> Result<Tensor> {
+    let total = x.data().iter().map(|&v| v as f64).sum::<f64>() as f32;
+    let len = x.numel();
+    Ok(Tensor::from_op(
+        "sum",
+        vec![total],
+        Vec::new(),
+        &[x],
+        move |dy, _| Ok(vec![Some(vec![dy[0]; len])]),
+    ))
+}

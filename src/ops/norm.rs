@@ -1,0 +1,127 @@
+//! `batch_norm` over the channels of `[N, C, H, W]` (or `[N, C]`) data.
+
+use crate::error::{Error, Result};
+use crate::kernels::norm::{self as kernel, Layout};
+use crate::tensor::Tensor;
+
+/// Options of [`batch_norm`], with PyTorch's defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormArgs {
+    /// Batch statistics (and running-statistics updates) when true; the
+    /// running statistics when false.
+    pub training: bool,
+    /// Weight of the new batch statistic in the running averages.
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl Default for BatchNormArgs {
+    fn default() -> Self {
+        BatchNormArgs {
+            training: true,
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
+}
+
+/// Batch normalisation (PyTorch `F.batch_norm`): `y = (x − μ) / sqrt(σ² +
+/// eps) · weight + bias` per channel. In training μ and σ² are the batch's
+/// (biased) statistics, and the running buffers `[C]` (when given) move
+/// toward them by `momentum`, the variance unbiased (`· M / (M − 1)`, `M`
+/// values per channel). In evaluation the running buffers are used and
+/// must be given.
+pub fn batch_norm(
+    x: &Tensor,
+    running: Option<(&Tensor, &Tensor)>,
+    affine: Option<(&Tensor, &Tensor)>,
+    args: BatchNormArgs,
+) -> Result<Tensor> {
+    let l = match *x.shape() {
+        [n, c, ref rest @ ..] if rest.len() <= 2 => Layout {
+            batch: n,
+            channels: c,
+            plane: rest.iter().product(),
+        },
+        ref s => {
+            return Err(Error::invalid(format!(
+                "batch_norm: expected [N, C], [N, C, L] or [N, C, H, W] input, got {s:?}"
+            )));
+        }
+    };
+    let c = l.channels;
+    for t in running
+        .iter()
+        .flat_map(|(m, v)| [*m, *v])
+        .chain(affine.iter().flat_map(|(w, b)| [*w, *b]))
+    {
+        if t.shape() != [c] {
+            return Err(Error::invalid(format!(
+                "batch_norm: statistics and affine parameters must have shape [{c}], got {:?}",
+                t.shape()
+            )));
+        }
+    }
+    let (mean, var) = if args.training {
+        let m = l.per_channel();
+        if m < 2 {
+            return Err(Error::invalid(format!(
+                "batch_norm: training needs more than one value per channel, input {:?}",
+                x.shape()
+            )));
+        }
+        let (mean, var) = kernel::batch_stats(&l, &x.data());
+        if let Some((rm, rv)) = running {
+            let unbias = m as f32 / (m as f32 - 1.0);
+            let mo = args.momentum;
+            rm.data_mut()
+                .iter_mut()
+                .zip(&mean)
+                .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v);
+            rv.data_mut()
+                .iter_mut()
+                .zip(&var)
+                .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v * unbias);
+        }
+        (mean, var)
+    } else {
+        let (rm, rv) = running.ok_or_else(|| {
+            Error::invalid("batch_norm: evaluation mode needs the running mean and variance")
+        })?;
+        (rm.to_vec(), rv.to_vec())
+    };
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
+    let mut y = vec![0f32; x.numel()];
+    {
+        let ad = affine.map(|(w, b)| (w.data(), b.data()));
+        let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
+        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, &mut y);
+    }
+    let mut inputs = vec![x];
+    if let Some((w, b)) = affine {
+        inputs.extend([w, b]);
+    }
+    let xs = x.clone();
+    let gamma = affine.map(|(w, _)| w.clone());
+    Ok(Tensor::from_op(
+        "batch_norm",
+        y,
+        x.shape().to_vec(),
+        &inputs,
+        move |dy, needs| {
+            let mut dx = needs[0].then(|| vec![0f32; dy.len()]);
+            let gd = gamma.as_ref().map(|g| g.data());
+            let (dgamma, dbeta) = kernel::backward(
+                &l,
+                &xs.data(),
+                dy,
+                &mean,
+                &invstd,
+                gd.as_deref().map(|v| v.as_slice()),
+                args.training,
+                dx.as_deref_mut(),
+            );
+            Ok(vec![dx, Some(dgamma), Some(dbeta)])
+        },
+    ))
+}

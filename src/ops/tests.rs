@@ -1,0 +1,254 @@
+//! Finite-difference checks of every op's gradients, and argument errors.
+
+use super::*;
+use crate::tensor::{Tensor, no_grad};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn param(shape: &[usize], seed: u64) -> Tensor {
+    Tensor::randn(shape, &mut rng(seed)).requires_grad()
+}
+
+/// Compares autograd's gradients of `L = Σ r · f(inputs)` (fixed random
+/// `r`) with central differences of step `h` on every `stride`-th element
+/// of every input; `L` is summed in float64 so that the float32 forward
+/// pass's rounding stays well below the tolerance.
+fn gradcheck(inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>, h: f32, stride: usize) {
+    inputs.iter().for_each(Tensor::zero_grad);
+    let y = f(inputs).unwrap();
+    let r = Tensor::randn(y.shape(), &mut rng(99));
+    sum(&mul(&y, &r).unwrap()).unwrap().backward().unwrap();
+    let loss = || -> f64 {
+        let y = no_grad(|| f(inputs)).unwrap();
+        y.data()
+            .iter()
+            .zip(r.data().iter())
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum()
+    };
+    for (k, x) in inputs.iter().enumerate() {
+        let grad = x.grad().expect("every input gets a gradient").to_vec();
+        for i in (0..x.numel()).step_by(stride) {
+            let orig = x.data()[i];
+            x.data_mut()[i] = orig + h;
+            let plus = loss();
+            x.data_mut()[i] = orig - h;
+            let minus = loss();
+            x.data_mut()[i] = orig;
+            let numeric = (plus - minus) / (2.0 * h as f64);
+            let err = (numeric - grad[i] as f64).abs();
+            assert!(
+                err <= 2e-2 * (1.0 + numeric.abs()),
+                "input {k} element {i}: autograd {} vs numeric {numeric}",
+                grad[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_gradients() {
+    let cases = [
+        // (c_in, c_out, groups, kernel, stride, padding, dilation, bias)
+        (4, 6, 2, [3, 3], [1, 1], [1, 1], [1, 1], true),
+        (6, 6, 6, [3, 3], [2, 2], [1, 1], [1, 1], false),
+        (4, 8, 4, [1, 1], [1, 1], [0, 0], [1, 1], true),
+        (3, 6, 3, [3, 3], [1, 2], [2, 1], [2, 1], true),
+        (1, 4, 1, [3, 3], [1, 1], [1, 1], [1, 1], false),
+    ];
+    for (i, (ci, co, groups, k, stride, padding, dilation, bias)) in cases.into_iter().enumerate() {
+        let seed = 10 * i as u64;
+        let mut inputs = vec![
+            param(&[2, ci, 6, 7], seed),
+            param(&[co, ci / groups, k[0], k[1]], seed + 1),
+        ];
+        if bias {
+            inputs.push(param(&[co], seed + 2));
+        }
+        let args = Conv2dArgs {
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        gradcheck(&inputs, |t| conv2d(&t[0], &t[1], t.get(2), args), 1e-2, 3);
+    }
+}
+
+#[test]
+fn conv2d_rejects_bad_arguments() {
+    let x = Tensor::zeros(&[1, 4, 5, 5]);
+    let w = Tensor::zeros(&[6, 2, 3, 3]);
+    let e = conv2d(
+        &x,
+        &w,
+        None,
+        Conv2dArgs {
+            groups: 3,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("groups = 3"), "{e}");
+    assert!(
+        conv2d(
+            &x,
+            &w,
+            None,
+            Conv2dArgs {
+                groups: 2,
+                ..Default::default()
+            }
+        )
+        .is_ok()
+    );
+    let e = conv2d(&Tensor::zeros(&[4, 5, 5]), &w, None, Conv2dArgs::default()).unwrap_err();
+    assert!(e.to_string().contains("[N, C, H, W]"), "{e}");
+    let bias = Tensor::zeros(&[5]);
+    let args = Conv2dArgs {
+        groups: 2,
+        ..Default::default()
+    };
+    assert!(conv2d(&x, &w, Some(&bias), args).is_err());
+    let e = channel_shuffle(&Tensor::zeros(&[1, 6, 2, 2]), 4).unwrap_err();
+    assert!(e.to_string().contains("groups = 4"), "{e}");
+}
+
+#[test]
+fn shuffle_cat_and_elementwise_gradients() {
+    let x = param(&[2, 6, 3, 2], 1);
+    gradcheck(&[x], |t| channel_shuffle(&t[0], 3), 1e-2, 1);
+    let (a, b) = (param(&[2, 2, 3, 3], 2), param(&[2, 3, 3, 3], 3));
+    gradcheck(&[a, b], |t| cat(&[&t[0], &t[1]]), 1e-2, 2);
+    let (a, b) = (param(&[3, 4], 4), param(&[3, 4], 5));
+    gradcheck(
+        &[a, b],
+        |t| add(&relu(&t[0])?, &mul(&t[0], &t[1])?),
+        1e-3,
+        1,
+    );
+}
+
+#[test]
+fn batch_norm_gradients_in_training_and_evaluation() {
+    let (x, w, b) = (param(&[3, 4, 3, 2], 6), param(&[4], 7), param(&[4], 8));
+    let train = BatchNormArgs::default();
+    gradcheck(
+        &[x.clone(), w.clone(), b.clone()],
+        |t| batch_norm(&t[0], None, Some((&t[1], &t[2])), train),
+        1e-2,
+        2,
+    );
+    let (rm, rv) = (Tensor::full(&[4], 0.3), Tensor::full(&[4], 2.0));
+    let eval = BatchNormArgs {
+        training: false,
+        ..train
+    };
+    gradcheck(
+        &[x, w, b],
+        |t| batch_norm(&t[0], Some((&rm, &rv)), Some((&t[1], &t[2])), eval),
+        1e-2,
+        2,
+    );
+}
+
+#[test]
+fn batch_norm_updates_running_statistics_like_pytorch() {
+    // Channel values 1, 2, 3, 4: mean 2.5, biased variance 1.25,
+    // unbiased 5/3.
+    let x = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 1, 2]).unwrap();
+    let (rm, rv) = (Tensor::zeros(&[1]), Tensor::full(&[1], 1.0));
+    let y = batch_norm(&x, Some((&rm, &rv)), None, BatchNormArgs::default()).unwrap();
+    assert!((rm.item().unwrap() - 0.25).abs() < 1e-6);
+    assert!((rv.item().unwrap() - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+    let want = (1.0 - 2.5) / (1.25f32 + 1e-5).sqrt();
+    assert!((y.data()[0] - want).abs() < 1e-5);
+    let one = Tensor::zeros(&[1, 3]);
+    assert!(batch_norm(&one, None, None, BatchNormArgs::default()).is_err());
+    let eval = BatchNormArgs {
+        training: false,
+        ..Default::default()
+    };
+    assert!(batch_norm(&x, None, None, eval).is_err());
+}
+
+#[test]
+fn pooling_gradients() {
+    // Distinct values spaced well beyond the step, so that no maximum changes.
+    let values: Vec<f32> = (0..2 * 3 * 7 * 6)
+        .map(|i| ((i * 37) % 252) as f32 * 0.1)
+        .collect();
+    let x = Tensor::from_vec(values, &[2, 3, 7, 6])
+        .unwrap()
+        .requires_grad();
+    let args = Pool2dArgs {
+        kernel_size: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+    };
+    gradcheck(
+        std::slice::from_ref(&x),
+        |t| max_pool2d(&t[0], args),
+        1e-2,
+        1,
+    );
+    let x = param(&[2, 3, 7, 6], 9);
+    gradcheck(
+        std::slice::from_ref(&x),
+        |t| avg_pool2d(&t[0], args),
+        1e-2,
+        1,
+    );
+    gradcheck(
+        std::slice::from_ref(&x),
+        |t| avg_pool2d(&t[0], Pool2dArgs::new([2, 3])),
+        1e-2,
+        1,
+    );
+    gradcheck(&[x], |t| global_avg_pool2d(&t[0]), 1e-2, 1);
+}
+
+#[test]
+fn linear_softmax_and_loss_gradients() {
+    let (x, w, b) = (param(&[3, 5], 10), param(&[4, 5], 11), param(&[4], 12));
+    gradcheck(&[x, w, b], |t| linear(&t[0], &t[1], Some(&t[2])), 1e-2, 1);
+    let z = param(&[3, 5], 13);
+    gradcheck(std::slice::from_ref(&z), |t| softmax(&t[0]), 1e-2, 1);
+    gradcheck(std::slice::from_ref(&z), |t| log_softmax(&t[0]), 1e-2, 1);
+    for eps in [0.0, 0.1] {
+        gradcheck(
+            std::slice::from_ref(&z),
+            |t| cross_entropy(&t[0], &[4, 0, 2], eps),
+            1e-2,
+            1,
+        );
+    }
+    gradcheck(&[z], |t| t[0].reshape(&[5, 3])?.flatten(), 1e-2, 1);
+}
+
+#[test]
+fn loss_rejects_bad_targets_and_nan() {
+    let z = Tensor::zeros(&[2, 3]);
+    assert!(
+        cross_entropy(&z, &[0, 3], 0.0)
+            .unwrap_err()
+            .to_string()
+            .contains("target 3")
+    );
+    assert!(cross_entropy(&z, &[0], 0.0).is_err());
+    assert!(cross_entropy(&z, &[0, 1], 1.5).is_err());
+    let nan = Tensor::from_vec(vec![0.0, f32::NAN, 0.0, 0.0, 0.0, 0.0], &[2, 3]).unwrap();
+    assert!(
+        cross_entropy(&nan, &[0, 1], 0.0)
+            .unwrap_err()
+            .to_string()
+            .contains("NaN")
+    );
+    // Uniform scores: loss = ln 3 whatever the smoothing.
+    let loss = cross_entropy(&z, &[0, 1], 0.1).unwrap().item().unwrap();
+    assert!((loss - 3f32.ln()).abs() < 1e-6);
+}
