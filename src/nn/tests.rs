@@ -1,0 +1,180 @@
+use super::*;
+use crate::ops::{self, Pool2dArgs};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// A small ShuffleNet-like classifier for 1×8×8 images and 3 classes.
+fn tiny_net(seed: u64) -> Sequential {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let conv = |cfg: Conv2dConfig, rng: &mut ChaCha8Rng| Conv2d::new(cfg, rng).unwrap();
+    let stem = Sequential::new()
+        .add(
+            "conv",
+            conv(
+                Conv2dConfig {
+                    padding: [1, 1],
+                    bias: false,
+                    ..Conv2dConfig::new(1, 6, [3, 3])
+                },
+                &mut rng,
+            ),
+        )
+        .add("bn", BatchNorm2d::new(6))
+        .add("activ", ReLU);
+    let unit = Sequential::new()
+        .add(
+            "compress",
+            conv(
+                Conv2dConfig {
+                    groups: 3,
+                    ..Conv2dConfig::new(6, 6, [1, 1])
+                },
+                &mut rng,
+            ),
+        )
+        .add("shuffle", ChannelShuffle { groups: 3 })
+        .add(
+            "dw",
+            conv(
+                Conv2dConfig {
+                    groups: 6,
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    ..Conv2dConfig::new(6, 6, [3, 3])
+                },
+                &mut rng,
+            ),
+        )
+        .add(
+            "pool",
+            MaxPool2d {
+                args: Pool2dArgs {
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                },
+            },
+        );
+    Sequential::new()
+        .add(
+            "features",
+            Sequential::new()
+                .add("init_block", stem)
+                .add("unit1", unit)
+                .add("final_pool", GlobalAvgPool2d),
+        )
+        .add("flatten", Flatten)
+        .add("output", Linear::new(6, 3, true, &mut rng))
+}
+
+#[test]
+fn names_follow_pytorch_state_dict_order() {
+    let net = tiny_net(1);
+    let names: Vec<String> = state_dict(&net).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "features.init_block.conv.weight",
+            "features.init_block.bn.weight",
+            "features.init_block.bn.bias",
+            "features.init_block.bn.running_mean",
+            "features.init_block.bn.running_var",
+            "features.init_block.bn.num_batches_tracked",
+            "features.unit1.compress.weight",
+            "features.unit1.compress.bias",
+            "features.unit1.dw.weight",
+            "features.unit1.dw.bias",
+            "output.weight",
+            "output.bias",
+        ]
+    );
+    // 54 + 6 + 6 + (6·2 + 6) + (6·9 + 6) + (3·6 + 3)
+    assert_eq!(num_parameters(&net), 54 + 12 + 18 + 60 + 21);
+    assert!(parameters(&net).iter().all(|(_, t)| t.is_tracked()));
+}
+
+#[test]
+fn training_reduces_the_loss_and_eval_uses_running_statistics() {
+    let mut net = tiny_net(2);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // Learnable: the class shifts the image's brightness.
+    let targets: Vec<usize> = (0..12).map(|i| i % 3).collect();
+    let noise = Tensor::randn(&[12, 1, 8, 8], &mut rng).to_vec();
+    let shifted = noise
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 0.3 * v + targets[i / 64] as f32 - 1.0);
+    let x = Tensor::from_vec(shifted.collect(), &[12, 1, 8, 8]).unwrap();
+    let params = parameters(&net);
+    let mut losses = Vec::new();
+    for _ in 0..30 {
+        let loss = ops::cross_entropy(&net.forward(&x).unwrap(), &targets, 0.0).unwrap();
+        losses.push(loss.item().unwrap());
+        params.iter().for_each(|(_, p)| p.zero_grad());
+        loss.backward().unwrap();
+        for (_, p) in &params {
+            let g = p.grad().unwrap().to_vec();
+            p.data_mut()
+                .iter_mut()
+                .zip(g)
+                .for_each(|(v, g)| *v -= 0.2 * g);
+        }
+    }
+    assert!(losses[29] < 0.5 * losses[0], "{losses:?}");
+    let bn = state_dict(&net)
+        .into_iter()
+        .find(|(n, _)| n.ends_with("num_batches_tracked"))
+        .unwrap()
+        .1;
+    assert_eq!(bn.item().unwrap(), 30.0);
+    net.set_training(false);
+    // In eval mode the output of one image does not depend on the batch.
+    let one = Tensor::from_vec(x.data()[..64].to_vec(), &[1, 1, 8, 8]).unwrap();
+    let alone = net.forward(&one).unwrap().to_vec();
+    let in_batch = net.forward(&x).unwrap().to_vec();
+    for (a, b) in alone.iter().zip(&in_batch[..3]) {
+        assert!((a - b).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn load_state_dict_round_trips_and_reports_mismatches() {
+    let (a, b) = (tiny_net(4), tiny_net(5));
+    let values: BTreeMap<String, (Vec<usize>, Vec<f32>)> = state_dict(&a)
+        .into_iter()
+        .map(|(n, t)| (n, (t.shape().to_vec(), t.to_vec())))
+        .collect();
+    load_state_dict(&b, &values).unwrap();
+    for ((_, ta), (_, tb)) in state_dict(&a).iter().zip(state_dict(&b).iter()) {
+        assert_eq!(ta.to_vec(), tb.to_vec());
+    }
+    let mut bad = values.clone();
+    bad.remove("output.bias");
+    bad.insert("extra".into(), (vec![1], vec![0.0]));
+    bad.insert("output.weight".into(), (vec![6, 3], vec![0.0; 18]));
+    let e = load_state_dict(&b, &bad).unwrap_err().to_string();
+    assert!(
+        e.contains("missing output.bias")
+            && e.contains("unexpected extra")
+            && e.contains("output.weight: shape [6, 3]"),
+        "{e}"
+    );
+    // Nothing changed on error.
+    assert_eq!(state_dict(&b)[0].1.to_vec(), state_dict(&a)[0].1.to_vec());
+}
+
+#[test]
+fn conv2d_rejects_groups_that_do_not_divide() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let e = Conv2d::new(
+        Conv2dConfig {
+            groups: 4,
+            ..Conv2dConfig::new(6, 8, [1, 1])
+        },
+        &mut rng,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("groups = 4"), "{e}");
+}
