@@ -1,80 +1,46 @@
-//! gconv::kernels against PyTorch: grouped conv2d forward and gradients, and
-//! channel shuffle, from fixtures made by tools/torch_fixtures.py.
+//! Grouped conv2d (reference kernels, and the fast kernels through the
+//! autograd op) and channel shuffle against PyTorch: forward and
+//! gradients, from fixtures made by tools/torch_fixtures.py.
 
+use gconv::Tensor;
 use gconv::kernels::Conv2dShape;
 use gconv::kernels::conv::{backward_ref, forward_ref};
 use gconv::kernels::shuffle::channel_shuffle;
-use std::collections::HashMap;
+use gconv::ops::{self, Conv2dArgs};
 
-struct Case {
-    kind: String,
-    name: String,
-    dims: Vec<usize>,
-    arrays: HashMap<String, Vec<f64>>,
+mod common;
+use common::{Case, assert_close, load};
+
+fn cases(kind: &str) -> Vec<Case> {
+    load(
+        include_str!("fixtures/torch_kernels.txt"),
+        &["conv", "shuffle"],
+    )
+    .into_iter()
+    .filter(|c| c.kind == kind)
+    .collect()
 }
 
-fn load() -> Vec<Case> {
-    let mut cases: Vec<Case> = Vec::new();
-    for line in include_str!("fixtures/torch_kernels.txt")
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-    {
-        let mut words = line.split_whitespace();
-        let head = words.next().unwrap();
-        if head == "conv" || head == "shuffle" {
-            cases.push(Case {
-                kind: head.to_string(),
-                name: words.next().unwrap().to_string(),
-                dims: words.map(|w| w.parse().unwrap()).collect(),
-                arrays: HashMap::new(),
-            });
-        } else {
-            let values = words.map(|w| w.parse().unwrap()).collect();
-            cases
-                .last_mut()
-                .unwrap()
-                .arrays
-                .insert(head.to_string(), values);
-        }
+fn conv_shape(c: &Case) -> Conv2dShape {
+    let d: Vec<usize> = (0..c.dims.len()).map(|i| c.dim(i)).collect();
+    Conv2dShape {
+        stride: [d[7], d[8]],
+        padding: [d[9], d[10]],
+        dilation: [d[11], d[12]],
+        ..Conv2dShape::new(d[0], d[1], d[2], [d[3], d[4]], [d[5], d[6]], d[13])
     }
-    cases
-}
-
-/// max |got − want| ≤ 1e-4 · max(1, max |want|), the project's parity bar.
-fn assert_close(got: &[f64], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max);
-    assert!(
-        err <= 1e-4 * scale,
-        "{what}: max error {err} (scale {scale})"
-    );
+    .validate()
+    .unwrap()
 }
 
 #[test]
 fn conv2d_reference_matches_pytorch() {
-    let cases: Vec<Case> = load().into_iter().filter(|c| c.kind == "conv").collect();
+    let cases = cases("conv");
     assert_eq!(cases.len(), 20);
     for c in &cases {
-        let d = &c.dims;
-        let s = Conv2dShape {
-            stride: [d[7], d[8]],
-            padding: [d[9], d[10]],
-            dilation: [d[11], d[12]],
-            ..Conv2dShape::new(d[0], d[1], d[2], [d[3], d[4]], [d[5], d[6]], d[13])
-        }
-        .validate()
-        .unwrap();
-        let a = |k: &str| {
-            c.arrays
-                .get(k)
-                .unwrap_or_else(|| panic!("{}: no {k}", c.name))
-        };
-        let bias = (d[14] == 1).then(|| a("b").as_slice());
+        let s = conv_shape(c);
+        let a = |k: &str| c.get(k);
+        let bias = (c.dim(14) == 1).then(|| a("b"));
         let y = forward_ref(&s, a("x"), a("w"), bias).unwrap();
         assert_close(&y, a("y"), &format!("{} forward", c.name));
         let (dx, dw, db) = backward_ref(&s, a("x"), a("w"), a("dy")).unwrap();
@@ -86,15 +52,65 @@ fn conv2d_reference_matches_pytorch() {
     }
 }
 
+/// The fast kernels, through the autograd op: forward and all gradients.
+#[test]
+fn conv2d_op_matches_pytorch() {
+    for c in &cases("conv") {
+        let s = conv_shape(c);
+        let tensor =
+            |k: &str, shape: &[usize]| Tensor::from_vec(c.f32s(k), shape).unwrap().requires_grad();
+        let x = tensor("x", &[s.batch, s.in_channels, s.input[0], s.input[1]]);
+        let w = tensor(
+            "w",
+            &[s.out_channels, s.group_in(), s.kernel[0], s.kernel[1]],
+        );
+        let b = (c.dim(14) == 1).then(|| tensor("b", &[s.out_channels]));
+        let args = Conv2dArgs {
+            stride: s.stride,
+            padding: s.padding,
+            dilation: s.dilation,
+            groups: s.groups,
+        };
+        let y = ops::conv2d(&x, &w, b.as_ref(), args).unwrap();
+        assert_close(&y.to_vec(), c.get("y"), &format!("{} forward", c.name));
+        y.backward_with(c.f32s("dy")).unwrap();
+        assert_close(
+            &x.grad().unwrap().to_vec(),
+            c.get("dx"),
+            &format!("{} dx", c.name),
+        );
+        assert_close(
+            &w.grad().unwrap().to_vec(),
+            c.get("dw"),
+            &format!("{} dw", c.name),
+        );
+        if let Some(b) = b {
+            assert_close(
+                &b.grad().unwrap().to_vec(),
+                c.get("db"),
+                &format!("{} db", c.name),
+            );
+        }
+    }
+}
+
 #[test]
 fn channel_shuffle_matches_pytorch() {
-    let cases: Vec<Case> = load().into_iter().filter(|c| c.kind == "shuffle").collect();
+    let cases = cases("shuffle");
     assert_eq!(cases.len(), 4);
     for c in &cases {
-        let d = &c.dims;
-        let x = &c.arrays["x"];
+        let x = c.get("x");
         let mut y = vec![0.0; x.len()];
-        channel_shuffle(x, &mut y, d[0], d[1], d[2] * d[3], d[4]).unwrap();
-        assert_eq!(&y, &c.arrays["y"], "{}", c.name);
+        channel_shuffle(x, &mut y, c.dim(0), c.dim(1), c.dim(2) * c.dim(3), c.dim(4)).unwrap();
+        assert_eq!(y, c.get("y"), "{}", c.name);
+        // Through the autograd op: forward, and the gradient is the inverse.
+        let shape = [c.dim(0), c.dim(1), c.dim(2), c.dim(3)];
+        let xt = Tensor::from_vec(c.f32s("x"), &shape)
+            .unwrap()
+            .requires_grad();
+        let yt = ops::channel_shuffle(&xt, c.dim(4)).unwrap();
+        assert_close(&yt.to_vec(), c.get("y"), &c.name);
+        yt.backward_with(c.f32s("y")).unwrap();
+        assert_close(&xt.grad().unwrap().to_vec(), c.get("x"), &c.name);
     }
 }
