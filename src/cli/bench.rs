@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
+use gconv::kernels::bench::{self as layer_bench, Buffers, anchor_layers};
 use gconv::random::uniform;
 use gconv::signal::{Method, Mode, auto_method, conv_with, direct_macs};
 use serde_json::json;
@@ -13,6 +14,23 @@ pub enum Which {
     /// 2-D float64 convolution, 1024×1024, mode 'same', kernels 3, 11, 31
     /// and 101 square, against SciPy 1.17 and Octave 7.3.
     Signal(SignalArgs),
+    /// The grouped, depthwise and pointwise float32 conv layers of
+    /// ShuffleNet v1 and ResNeXt-29 (ANCHORS.md), forward and backward
+    /// (input + weight gradients), against PyTorch 2.15.
+    Layers(LayersArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LayersArgs {
+    /// Timed runs per case (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 9)]
+    repeat: usize,
+    /// Only layers whose id contains this text (e.g. `dw`, `rx29`).
+    #[arg(long)]
+    filter: Option<String>,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +60,7 @@ const SIGNAL_REFERENCE: [(usize, f64, &str, Option<f64>); 4] = [
 pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Signal(args) => signal(args),
+        Which::Layers(args) => layers(args),
     }
 }
 
@@ -124,6 +143,86 @@ fn signal(args: SignalArgs) -> Result<()> {
         println!(
             "GFLOP/s counts the direct method's multiply-adds (for FFT rows: the direct-equivalent rate); %peak (direct only) is of {} GFLOP/s, float64 being half the 325 GFLOP/s SGEMM peak.",
             PEAK_F32_GFLOPS / 2.0
+        );
+    }
+    Ok(())
+}
+
+/// Memory bandwidth of the machine (streaming scale, 2 threads), GB/s.
+const BANDWIDTH_GBS: f64 = 21.0;
+
+fn layers(args: LayersArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "conv2d layers of ANCHORS.md, float32 NCHW, {} threads, median of {}; backward = input + weight gradients",
+            rayon::current_num_threads(),
+            args.repeat
+        );
+        println!(
+            "{:<15} {:<8} {:>8} {:>8} {:>6} {:>7} {:>10} {:>9}",
+            "layer", "pass", "ms", "GFLOP/s", "%peak", "GB/s", "torch ms", "× torch"
+        );
+    }
+    let wanted = anchor_layers().into_iter().filter(|l| {
+        args.filter
+            .as_ref()
+            .is_none_or(|f| l.id.contains(f.as_str()))
+    });
+    for layer in wanted {
+        let s = layer.shape;
+        let mut bufs = Buffers::new(&s);
+        for backward in [false, true] {
+            let mut error = None;
+            let ms = median_ms(args.repeat, || {
+                let r = if backward {
+                    layer_bench::backward(&s, &mut bufs)
+                } else {
+                    layer_bench::forward(&s, &mut bufs)
+                };
+                if let Err(e) = r {
+                    error = Some(e);
+                }
+            });
+            if let Some(e) = error {
+                return Err(e.into());
+            }
+            let gflops = layer.flops(backward) / (ms * 1e6);
+            let gbs = layer.min_bytes(backward) / (ms * 1e6);
+            let torch = if backward {
+                layer.pytorch_backward_ms
+            } else {
+                layer.pytorch_forward_ms
+            };
+            let pass = if backward { "backward" } else { "forward" };
+            if !args.json {
+                println!(
+                    "{:<15} {:<8} {ms:>8.2} {gflops:>8.1} {:>5.1}% {gbs:>7.1} {torch:>10.2} {:>8.2}×",
+                    layer.id,
+                    pass,
+                    100.0 * gflops / PEAK_F32_GFLOPS,
+                    torch / ms
+                );
+            }
+            rows.push(json!({
+                "layer": layer.id,
+                "pass": pass,
+                "ms": ms,
+                "gflops": gflops,
+                "percent_of_peak": 100.0 * gflops / PEAK_F32_GFLOPS,
+                "gbytes_per_s": gbs,
+                "percent_of_bandwidth": 100.0 * gbs / BANDWIDTH_GBS,
+                "depthwise": layer.is_depthwise(),
+                "pytorch_ms": torch,
+                "speedup_vs_pytorch": torch / ms,
+            }));
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "%peak is of the {PEAK_F32_GFLOPS} GFLOP/s SGEMM peak; GB/s counts the least traffic a pass needs (x and y forward; x, dy and dx backward) against ~{BANDWIDTH_GBS} GB/s; torch ms: PyTorch 2.15 in ANCHORS.md (rerun tools/pytorch_layers.py to compare in the same session)."
         );
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! tensors, no autograd. Each kernel family has a plain reference
 //! implementation, the oracle for faster versions and for gradient checks.
 
+pub mod bench;
 pub mod conv;
 pub mod conv_gemm;
 pub mod depthwise;
