@@ -138,20 +138,21 @@ fn backward_isa(
 /// Sizes of one depthwise plane and of its padded, phase-split copy.
 ///
 /// The copy splits padded rows and columns by their remainder modulo the
-/// stride: padded row `r` lives in row phase `r % stride_h` at index
-/// `r / stride_h`, padded column `c` in column phase `c % stride_w` at index
-/// `c / stride_w`. Then output `(oy, ox)` reads, for every tap, the element
-/// at `oy · row_len + ox` plus a fixed offset: the whole plane is one long
-/// multiply-add per tap.
+/// stride into `stride_h × stride_w` blocks of `phase_rows × phase_len`:
+/// padded element `(r, c)` lives in block `(r % stride_h, c % stride_w)` at
+/// row `r / stride_h`, column `c / stride_w`. Then output `(oy, ox)` reads,
+/// for every tap, the element at `oy · phase_len + ox` plus a fixed offset:
+/// the whole plane is one long multiply-add per tap, and only the
+/// `phase_len − W_out` columns at the end of each row are computed in vain.
 pub(crate) struct Geometry {
     w: usize,
     out_h: usize,
     out_w: usize,
     stride: [usize; 2],
     padding: [usize; 2],
-    /// Rows in one row phase.
+    /// Rows in one block.
     phase_rows: usize,
-    /// Columns in one column phase.
+    /// Columns in one block: the accumulator's row pitch.
     phase_len: usize,
     /// Offset of each kernel tap (row-major taps) from output position 0.
     taps: Vec<usize>,
@@ -163,16 +164,14 @@ impl Geometry {
         let [sh, sw] = s.stride;
         let phase_rows = (s.input[0] + 2 * s.padding[0]).div_ceil(sh);
         let phase_len = (s.input[1] + 2 * s.padding[1]).div_ceil(sw);
-        let row_len = sw * phase_len;
         let taps = (0..s.kernel[0] * s.kernel[1])
             .map(|t| {
                 let (dy, dx) = (
                     (t / s.kernel[1]) * s.dilation[0],
                     (t % s.kernel[1]) * s.dilation[1],
                 );
-                (dy % sh) * phase_rows * row_len
-                    + (dy / sh) * row_len
-                    + (dx % sw) * phase_len
+                ((dy % sh) * sw + dx % sw) * phase_rows * phase_len
+                    + (dy / sh) * phase_len
                     + dx / sw
             })
             .collect();
@@ -188,19 +187,15 @@ impl Geometry {
         }
     }
 
-    fn row_len(&self) -> usize {
-        self.stride[1] * self.phase_len
-    }
-
     /// Elements of the padded, phase-split plane.
     fn padded_len(&self) -> usize {
-        self.stride[0] * self.phase_rows * self.row_len()
+        self.stride[0] * self.stride[1] * self.phase_rows * self.phase_len
     }
 
-    /// Elements of the accumulator: outputs at the padded row pitch, up to
-    /// the last one needed.
+    /// Elements of the accumulator: outputs at the row pitch `phase_len`,
+    /// up to the last one needed.
     fn acc_len(&self) -> usize {
-        (self.out_h - 1) * self.row_len() + self.out_w
+        (self.out_h - 1) * self.phase_len + self.out_w
     }
 
     fn scratch_len(&self) -> usize {
@@ -212,20 +207,22 @@ impl Geometry {
     /// Calls `f(src, step, dst, count)` for runs of one input plane: input
     /// elements `src + i · step` (`i < count`) go to padded positions
     /// `dst + i`. Together the runs cover the plane once.
+    #[inline(always)]
     fn each_run(&self, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
         let ([sh, sw], [ph, pw]) = (self.stride, self.padding);
-        let (w, pl, row_len) = (self.w, self.phase_len, self.row_len());
+        let (w, pl) = (self.w, self.phase_len);
+        let block = self.phase_rows * pl;
         for r in 0..rows {
             let pr = r + ph;
-            let row = ((pr % sh) * self.phase_rows + pr / sh) * row_len;
-            // Padded column c = input column + pw sits in phase c % sw at c / sw.
+            let row = (pr % sh) * sw * block + (pr / sh) * pl;
+            // Padded column c = input column + pw sits in block column c % sw at c / sw.
             for q in 0..sw {
                 let x0 = (q + sw - pw % sw) % sw;
                 if x0 < w {
                     f(
                         r * w + x0,
                         sw,
-                        row + q * pl + (x0 + pw) / sw,
+                        row + q * block + (x0 + pw) / sw,
                         (w - x0).div_ceil(sw),
                     );
                 }
@@ -239,12 +236,16 @@ impl Geometry {
         padded.fill(T::zero());
         self.each_run(src.len() / self.w, |s, step, d, count| {
             let dst = &mut padded[d..][..count];
-            if step == 1 {
-                dst.copy_from_slice(&src[s..][..count]);
-            } else {
-                for (o, v) in dst.iter_mut().zip(src[s..].iter().step_by(step)) {
-                    *o = *v;
+            let src = &src[s..][..(count - 1) * step + 1];
+            match step {
+                1 => dst.copy_from_slice(src),
+                // A constant stride lets the compiler vectorise the gather.
+                2 => {
+                    let pairs = src.chunks_exact(2);
+                    dst[count - 1] = pairs.remainder()[0];
+                    dst.iter_mut().zip(pairs).for_each(|(d, p)| *d = p[0]);
                 }
+                _ => (0..count).for_each(|i| dst[i] = src[i * step]),
             }
         });
     }
@@ -255,12 +256,16 @@ impl Geometry {
     fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
         self.each_run(dst.len() / self.w, |s, step, d, count| {
             let src = &padded[d..][..count];
-            if step == 1 {
-                dst[s..][..count].copy_from_slice(src);
-            } else {
-                for (o, v) in dst[s..].iter_mut().step_by(step).zip(src) {
-                    *o = *v;
+            let dst = &mut dst[s..][..(count - 1) * step + 1];
+            match step {
+                1 => dst.copy_from_slice(src),
+                2 => {
+                    let pairs = dst.chunks_exact_mut(2);
+                    pairs.into_remainder()[0] = src[count - 1];
+                    let pairs = dst.chunks_exact_mut(2);
+                    pairs.zip(src).for_each(|(p, &v)| p[0] = v);
                 }
+                _ => (0..count).for_each(|i| dst[i * step] = src[i]),
             }
         });
     }
@@ -271,7 +276,7 @@ impl Geometry {
     fn spread<T: Scalar>(&self, plane: &[T], acc: &mut [T]) {
         acc.fill(T::zero());
         for (oy, row) in plane.chunks_exact(self.out_w).enumerate() {
-            acc[oy * self.row_len()..][..self.out_w].copy_from_slice(row);
+            acc[oy * self.phase_len..][..self.out_w].copy_from_slice(row);
         }
     }
 }
@@ -289,7 +294,6 @@ fn plane<T: Scalar>(
     scratch: &mut [T],
     out: &mut [T],
 ) {
-    let row_len = g.row_len();
     let (padded, acc) = scratch.split_at_mut(g.padded_len());
     g.pad(src, padded);
     // Every read stays inside `padded`: the last output needed reads valid
@@ -303,7 +307,7 @@ fn plane<T: Scalar>(
         }
     }
     for (oy, row) in out.chunks_exact_mut(g.out_w).enumerate() {
-        row.copy_from_slice(&acc[oy * row_len..][..g.out_w]);
+        row.copy_from_slice(&acc[oy * g.phase_len..][..g.out_w]);
     }
 }
 
