@@ -3,7 +3,7 @@
 //! GFLOP/s, GB/s and the ratios to PyTorch.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gconv::kernels::bench::{Buffers, anchor_layers, backward, forward};
+use gconv::kernels::bench::{Buffers, Kernel, anchor_layers, backward, forward};
 
 fn layers(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv_layers");
@@ -16,9 +16,9 @@ fn layers(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(pass, layer.id), |b| {
                 b.iter(|| {
                     if is_backward {
-                        backward(&s, &mut bufs).unwrap()
+                        backward(&s, &mut bufs, Kernel::Auto).unwrap()
                     } else {
-                        forward(&s, &mut bufs).unwrap()
+                        forward(&s, &mut bufs, Kernel::Auto).unwrap()
                     }
                 })
             });

@@ -157,3 +157,48 @@ pub fn sum<T: Scalar>(a: &[T]) -> T {
     }
     acc.iter().fold(tail, |s, &v| s + v)
 }
+
+/// Floating-point types with a fused multiply-add: one instruction (and
+/// one rounding) where the [`Isa`] has FMA, as every vector level here
+/// does.
+pub trait Fma: Scalar {
+    /// `self · a + b`, rounded once.
+    fn fma(self, a: Self, b: Self) -> Self;
+}
+
+impl Fma for f32 {
+    #[inline(always)]
+    fn fma(self, a: f32, b: f32) -> f32 {
+        self.mul_add(a, b)
+    }
+}
+
+impl Fma for f64 {
+    #[inline(always)]
+    fn fma(self, a: f64, b: f64) -> f64 {
+        self.mul_add(a, b)
+    }
+}
+
+/// Copies `src` into `dst` (equal lengths) with inline vector moves rather
+/// than a `memcpy` call, which costs more than the copy for the short rows
+/// (tens of values) of the conv kernels: 16-value chunks, then the last 16
+/// values again to cover the tail.
+#[inline(always)]
+pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
+    const CHUNK: usize = 16;
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    if n < CHUNK {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+        return;
+    }
+    for (d, s) in dst.chunks_exact_mut(CHUNK).zip(src.chunks_exact(CHUNK)) {
+        let d: &mut [T; CHUNK] = d.try_into().expect("chunk");
+        *d = *<&[T; CHUNK]>::try_from(s).expect("chunk");
+    }
+    let d: &mut [T; CHUNK] = (&mut dst[n - CHUNK..]).try_into().expect("tail");
+    *d = *<&[T; CHUNK]>::try_from(&src[n - CHUNK..]).expect("tail");
+}

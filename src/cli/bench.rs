@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use gconv::kernels::bench::{self as layer_bench, Buffers, anchor_layers};
+use gconv::kernels::bench::{self as layer_bench, Buffers, Kernel, anchor_layers};
 use gconv::random::uniform;
 use gconv::signal::{Method, Mode, auto_method, conv_with, direct_macs};
 use serde_json::json;
@@ -28,6 +28,13 @@ pub struct LayersArgs {
     /// Only layers whose id contains this text (e.g. `dw`, `rx29`).
     #[arg(long)]
     filter: Option<String>,
+    /// The conv kernel: the one `conv2d` picks, or one forced.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "gemm", "direct"])]
+    kernel: String,
+    /// Report the fastest run instead of the median (steadier on a busy
+    /// machine).
+    #[arg(long)]
+    min: bool,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -65,7 +72,13 @@ pub fn run(which: Which) -> Result<()> {
 }
 
 /// Median wall time of `f` in milliseconds over `repeat` runs after a warm-up.
-fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+fn median_ms(repeat: usize, f: impl FnMut()) -> f64 {
+    let times = times_ms(repeat, f);
+    times[times.len() / 2]
+}
+
+/// Sorted wall times of `f` in milliseconds over `repeat` runs after a warm-up.
+fn times_ms(repeat: usize, mut f: impl FnMut()) -> Vec<f64> {
     f();
     let mut times: Vec<f64> = (0..repeat.max(1))
         .map(|_| {
@@ -75,7 +88,7 @@ fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    times
 }
 
 fn signal(args: SignalArgs) -> Result<()> {
@@ -152,12 +165,19 @@ fn signal(args: SignalArgs) -> Result<()> {
 const BANDWIDTH_GBS: f64 = 21.0;
 
 fn layers(args: LayersArgs) -> Result<()> {
+    let kernel = match args.kernel.as_str() {
+        "gemm" => Kernel::Gemm,
+        "direct" => Kernel::Direct,
+        _ => Kernel::Auto,
+    };
     let mut rows = Vec::new();
     if !args.json {
         println!(
-            "conv2d layers of ANCHORS.md, float32 NCHW, {} threads, median of {}; backward = input + weight gradients",
+            "conv2d layers of ANCHORS.md, float32 NCHW, {} threads, {} of {}, {} kernel; backward = input + weight gradients",
             rayon::current_num_threads(),
-            args.repeat
+            if args.min { "fastest" } else { "median" },
+            args.repeat,
+            args.kernel
         );
         println!(
             "{:<15} {:<8} {:>8} {:>8} {:>6} {:>7} {:>10} {:>9}",
@@ -174,16 +194,21 @@ fn layers(args: LayersArgs) -> Result<()> {
         let mut bufs = Buffers::new(&s);
         for backward in [false, true] {
             let mut error = None;
-            let ms = median_ms(args.repeat, || {
+            let times = times_ms(args.repeat, || {
                 let r = if backward {
-                    layer_bench::backward(&s, &mut bufs)
+                    layer_bench::backward(&s, &mut bufs, kernel)
                 } else {
-                    layer_bench::forward(&s, &mut bufs)
+                    layer_bench::forward(&s, &mut bufs, kernel)
                 };
                 if let Err(e) = r {
                     error = Some(e);
                 }
             });
+            let ms = if args.min {
+                times[0]
+            } else {
+                times[times.len() / 2]
+            };
             if let Some(e) = error {
                 return Err(e.into());
             }

@@ -3,7 +3,7 @@
 //! 2 threads), and runners that time gconv's kernels on them. Shared by
 //! `gconv bench layers` and the criterion bench.
 
-use super::{Conv2dShape, conv_gemm, depthwise};
+use super::{Conv2dShape, conv_gemm, direct};
 use crate::error::Result;
 
 /// One benchmarked layer.
@@ -94,10 +94,31 @@ impl Buffers {
     }
 }
 
-/// One forward pass of `s` with the kernel gconv's `conv2d` op picks.
-pub fn forward(s: &Conv2dShape, b: &mut Buffers) -> Result<()> {
-    let f = if s.group_in() == 1 {
-        depthwise::forward
+/// Which conv kernel a benchmark runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The one the `conv2d` op picks for the shape.
+    Auto,
+    /// Grouped GEMM (im2col for spatial kernels).
+    Gemm,
+    /// Direct (padded phase-split planes).
+    Direct,
+}
+
+impl Kernel {
+    fn direct(self, s: &Conv2dShape) -> bool {
+        match self {
+            Kernel::Auto => direct::suits(s),
+            Kernel::Gemm => false,
+            Kernel::Direct => true,
+        }
+    }
+}
+
+/// One forward pass of `s`.
+pub fn forward(s: &Conv2dShape, b: &mut Buffers, kernel: Kernel) -> Result<()> {
+    let f = if kernel.direct(s) {
+        direct::forward
     } else {
         conv_gemm::forward
     };
@@ -105,9 +126,9 @@ pub fn forward(s: &Conv2dShape, b: &mut Buffers) -> Result<()> {
 }
 
 /// One backward pass (input and weight gradients; `y` serves as `dy`).
-pub fn backward(s: &Conv2dShape, b: &mut Buffers) -> Result<()> {
-    let f = if s.group_in() == 1 {
-        depthwise::backward
+pub fn backward(s: &Conv2dShape, b: &mut Buffers, kernel: Kernel) -> Result<()> {
+    let f = if kernel.direct(s) {
+        direct::backward
     } else {
         conv_gemm::backward
     };

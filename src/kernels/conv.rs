@@ -234,6 +234,53 @@ pub(crate) fn bias_grad(s: &Conv2dShape, dy: &[f32], db: &mut [f32]) {
     });
 }
 
+/// Schedules a weight gradient summed over the batch, deterministically for
+/// a fixed thread count: `f(scratch, n, g, dw_group, first, tasks)` adds
+/// image `n`'s contribution to group `g`'s weights `dw_group` (overwriting
+/// when `first`); `tasks` is the number of tasks running side by side.
+/// The batch is cut into chunks (enough (chunk × group) tasks to keep the
+/// threads busy); each task sums its chunk into its own partial buffer, and
+/// the partials are added in chunk order.
+pub(crate) fn weight_grad_tasks<S>(
+    s: &Conv2dShape,
+    dw: &mut [f32],
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, usize, &mut [f32], bool, usize) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let threads = rayon::current_num_threads();
+    let chunks = (2 * threads).div_ceil(s.groups).clamp(1, s.batch);
+    let per_chunk = s.batch.div_ceil(chunks);
+    let chunks = s.batch.div_ceil(per_chunk);
+    let tasks = chunks * s.groups;
+    let group_len = dw.len() / s.groups;
+    let mut partials = vec![0f32; if chunks > 1 { chunks * dw.len() } else { 0 }];
+    let target: &mut [f32] = if chunks > 1 { &mut partials } else { dw };
+    target.par_chunks_mut(group_len).enumerate().for_each_init(
+        init,
+        |scratch, (task, dw_group)| {
+            let (chunk, g) = (task / s.groups, task % s.groups);
+            let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.batch);
+            for (i, n) in images.enumerate() {
+                f(scratch, n, g, dw_group, i == 0, tasks);
+            }
+        },
+    );
+    if chunks > 1 {
+        let wl = dw.len();
+        dw.par_chunks_mut(group_len)
+            .enumerate()
+            .for_each(|(g, out)| {
+                out.fill(0.0);
+                for part in partials.chunks_exact(wl) {
+                    for (o, &v) in out.iter_mut().zip(&part[g * group_len..][..group_len]) {
+                        *o += v;
+                    }
+                }
+            });
+    }
+}
+
 /// Reference forward pass: `y = conv2d(x, w) + bias`.
 pub fn forward_ref<F: Float>(
     s: &Conv2dShape,

@@ -133,15 +133,9 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let k = cig * s.kernel[0] * s.kernel[1];
     let plane = s.input[0] * s.input[1];
     let pointwise = is_pointwise(s);
-    let threads = rayon::current_num_threads();
-    let chunks = (2 * threads).div_ceil(s.groups).clamp(1, s.batch);
-    let per_chunk = s.batch.div_ceil(chunks);
-    let chunks = s.batch.div_ceil(per_chunk);
-    let inner = inner_parallelism(chunks * s.groups);
-    let group_len = cog * k;
-    let mut partials = vec![0f32; if chunks > 1 { chunks * dw.len() } else { 0 }];
-    let target: &mut [f32] = if chunks > 1 { &mut partials } else { dw };
-    target.par_chunks_mut(group_len).enumerate().for_each_init(
+    super::conv::weight_grad_tasks(
+        s,
+        dw,
         || {
             if pointwise {
                 Vec::new()
@@ -149,35 +143,25 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 vec![0f32; k * p]
             }
         },
-        |cols, (task, dw_group)| {
-            let (chunk, g) = (task / s.groups, task % s.groups);
-            let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.batch);
-            for (i, n) in images.enumerate() {
-                let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
-                let rhs: &[f32] = if pointwise {
-                    x_group
-                } else {
-                    im2col(s, x_group, cols);
-                    cols
-                };
-                let lhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
-                matmul(dw_group, k, i > 0, lhs, Mat::cols(rhs, p), inner);
-            }
+        |cols, n, g, dw_group, first, inner| {
+            let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
+            let rhs: &[f32] = if pointwise {
+                x_group
+            } else {
+                im2col(s, x_group, cols);
+                cols
+            };
+            let lhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
+            matmul(
+                dw_group,
+                k,
+                !first,
+                lhs,
+                Mat::cols(rhs, p),
+                inner_parallelism(inner),
+            );
         },
     );
-    if chunks > 1 {
-        let wl = dw.len();
-        dw.par_chunks_mut(group_len)
-            .enumerate()
-            .for_each(|(g, out)| {
-                out.fill(0.0);
-                for part in partials.chunks_exact(wl) {
-                    for (o, &v) in out.iter_mut().zip(&part[g * group_len..][..group_len]) {
-                        *o += v;
-                    }
-                }
-            });
-    }
 }
 
 fn is_pointwise(s: &Conv2dShape) -> bool {

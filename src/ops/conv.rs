@@ -2,7 +2,7 @@
 
 use super::nchw;
 use crate::error::{Error, Result};
-use crate::kernels::{Conv2dShape, conv_gemm, depthwise};
+use crate::kernels::{self, Conv2dShape};
 use crate::tensor::Tensor;
 
 /// Options of [`conv2d`], with PyTorch's defaults: stride 1, padding 0,
@@ -30,8 +30,8 @@ impl Default for Conv2dArgs {
 ///
 /// Shapes: `x` `[N, C_in, H, W]`, `weight` `[C_out, C_in / groups, kH, kW]`,
 /// `bias` `[C_out]`, result `[N, C_out, H_out, W_out]`. Depthwise layers
-/// (one input channel per group) run the depthwise kernels, the others the
-/// grouped GEMM kernels.
+/// and few-channel groups run the direct kernels, the others the grouped
+/// GEMM kernels.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -74,12 +74,7 @@ pub fn conv2d(
     {
         let (xd, wd) = (x.data(), weight.data());
         let bd = bias.map(|b| b.data());
-        let forward = if s.group_in() == 1 {
-            depthwise::forward
-        } else {
-            conv_gemm::forward
-        };
-        forward(&s, &xd, &wd, bd.as_deref().map(|v| v.as_slice()), &mut y)?;
+        kernels::conv2d_forward(&s, &xd, &wd, bd.as_deref().map(|v| v.as_slice()), &mut y)?;
     }
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
@@ -93,13 +88,7 @@ pub fn conv2d(
             let (xd, wd) = (xs.data(), ws.data());
             let (xl, wl, _) = s.lens();
             let mut grads = super::grad_buffers(needs, [xl, wl, s.out_channels]);
-            let backward = if s.group_in() == 1 {
-                depthwise::backward
-            } else {
-                conv_gemm::backward
-            };
-            let [dx, dw, db] = super::wanted(needs, &mut grads);
-            backward(&s, &xd, &wd, dy, dx, dw, db)?;
+            kernels::conv2d_backward(&s, &xd, &wd, dy, super::wanted(needs, &mut grads))?;
             Ok(super::keep_wanted(needs, grads))
         },
     ))

@@ -1,0 +1,161 @@
+//! Padded, stride-phase-split planes: the layout that turns a strided,
+//! padded, dilated convolution over a plane into one long contiguous
+//! multiply-add per kernel tap (the direct kernels' trick).
+
+use super::conv::Conv2dShape;
+use crate::signal::Scalar;
+
+/// Sizes of one input plane and of its padded, phase-split copy.
+///
+/// The copy splits padded rows and columns by their remainder modulo the
+/// stride into `stride_h × stride_w` blocks of `phase_rows × phase_len`:
+/// padded element `(r, c)` lives in block `(r % stride_h, c % stride_w)` at
+/// row `r / stride_h`, column `c / stride_w`. Then output `(oy, ox)` reads,
+/// for every tap, the element at `oy · phase_len + ox` plus a fixed offset:
+/// the whole plane is one long multiply-add per tap, and only the
+/// `phase_len − W_out` columns at the end of each row are computed in vain.
+pub(crate) struct Geometry {
+    w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    /// Rows in one block.
+    phase_rows: usize,
+    /// Columns in one block: the accumulator's row pitch.
+    pub phase_len: usize,
+    /// Offset of each kernel tap (row-major taps) from output position 0.
+    pub taps: Vec<usize>,
+}
+
+impl Geometry {
+    pub fn new(s: &Conv2dShape) -> Self {
+        let [out_h, out_w] = s.output();
+        let [sh, sw] = s.stride;
+        let phase_rows = (s.input[0] + 2 * s.padding[0]).div_ceil(sh);
+        let phase_len = (s.input[1] + 2 * s.padding[1]).div_ceil(sw);
+        let taps = (0..s.kernel[0] * s.kernel[1])
+            .map(|t| {
+                let (dy, dx) = (
+                    (t / s.kernel[1]) * s.dilation[0],
+                    (t % s.kernel[1]) * s.dilation[1],
+                );
+                ((dy % sh) * sw + dx % sw) * phase_rows * phase_len
+                    + (dy / sh) * phase_len
+                    + dx / sw
+            })
+            .collect();
+        Geometry {
+            w: s.input[1],
+            out_h,
+            out_w,
+            stride: s.stride,
+            padding: s.padding,
+            phase_rows,
+            phase_len,
+            taps,
+        }
+    }
+
+    /// Elements of the padded, phase-split plane.
+    pub fn padded_len(&self) -> usize {
+        self.stride[0] * self.stride[1] * self.phase_rows * self.phase_len
+    }
+
+    /// Elements of the accumulator: outputs at the row pitch `phase_len`,
+    /// up to the last one needed.
+    pub fn acc_len(&self) -> usize {
+        (self.out_h - 1) * self.phase_len + self.out_w
+    }
+}
+
+impl Geometry {
+    /// Calls `f(src, step, dst, count)` for runs of one input plane: input
+    /// elements `src + i · step` (`i < count`) go to padded positions
+    /// `dst + i`. Together the runs cover the plane once.
+    #[inline(always)]
+    fn each_run(&self, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let ([sh, sw], [ph, pw]) = (self.stride, self.padding);
+        let (w, pl) = (self.w, self.phase_len);
+        let block = self.phase_rows * pl;
+        for r in 0..rows {
+            let pr = r + ph;
+            let row = (pr % sh) * sw * block + (pr / sh) * pl;
+            // Padded column c = input column + pw sits in block column c % sw at c / sw.
+            for q in 0..sw {
+                let x0 = (q + sw - pw % sw) % sw;
+                if x0 < w {
+                    f(
+                        r * w + x0,
+                        sw,
+                        row + q * block + (x0 + pw) / sw,
+                        (w - x0).div_ceil(sw),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Copies an input plane into the padded, phase-split layout; the
+    /// whole of `padded` (which may extend past [`padded_len`](Self::padded_len))
+    /// is zeroed first.
+    #[inline(always)]
+    pub fn pad<T: Scalar>(&self, src: &[T], padded: &mut [T]) {
+        padded.fill(T::zero());
+        self.each_run(src.len() / self.w, |s, step, d, count| {
+            let dst = &mut padded[d..][..count];
+            let src = &src[s..][..(count - 1) * step + 1];
+            match step {
+                1 => crate::simd::copy(dst, src),
+                // A constant stride lets the compiler vectorise the gather.
+                2 => {
+                    let pairs = src.chunks_exact(2);
+                    dst[count - 1] = pairs.remainder()[0];
+                    dst.iter_mut().zip(pairs).for_each(|(d, p)| *d = p[0]);
+                }
+                _ => (0..count).for_each(|i| dst[i] = src[i * step]),
+            }
+        });
+    }
+
+    /// The inverse of [`pad`](Self::pad) on the interior: writes the
+    /// padded layout's input positions back to a plane.
+    #[inline(always)]
+    pub fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
+        self.each_run(dst.len() / self.w, |s, step, d, count| {
+            let src = &padded[d..][..count];
+            let dst = &mut dst[s..][..(count - 1) * step + 1];
+            match step {
+                1 => crate::simd::copy(dst, src),
+                2 => {
+                    let pairs = dst.chunks_exact_mut(2);
+                    pairs.into_remainder()[0] = src[count - 1];
+                    let pairs = dst.chunks_exact_mut(2);
+                    pairs.zip(src).for_each(|(p, &v)| p[0] = v);
+                }
+                _ => (0..count).for_each(|i| dst[i * step] = src[i]),
+            }
+        });
+    }
+
+    /// Spreads an output plane (or its gradient) to the accumulator's row
+    /// pitch, zero between rows and after the last (all of `acc`).
+    #[inline(always)]
+    pub fn spread<T: Scalar>(&self, plane: &[T], acc: &mut [T]) {
+        acc.fill(T::zero());
+        for (oy, row) in plane.chunks_exact(self.out_w).enumerate() {
+            crate::simd::copy(&mut acc[oy * self.phase_len..][..self.out_w], row);
+        }
+    }
+}
+
+/// Outputs `(oy, ox)` of an accumulator at pitch `phase_len`, copied to
+/// a dense `out_h × out_w` plane.
+impl Geometry {
+    #[inline(always)]
+    pub fn gather_outputs<T: Scalar>(&self, acc: &[T], out: &mut [T]) {
+        for (oy, row) in out.chunks_exact_mut(self.out_w).enumerate() {
+            crate::simd::copy(row, &acc[oy * self.phase_len..][..self.out_w]);
+        }
+    }
+}
