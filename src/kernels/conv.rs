@@ -356,6 +356,26 @@ pub(crate) fn assert_forward_matches_reference(
     assert!(err < 1e-5, "{s:?}: max error {err}");
 }
 
+/// Test support: a validated shape from `[C_in, C_out, groups]`, the input
+/// size, the kernel and `[stride, padding, dilation]`.
+#[cfg(test)]
+pub(crate) fn test_shape(
+    batch: usize,
+    [cin, cout, groups]: [usize; 3],
+    input: [usize; 2],
+    kernel: [usize; 2],
+    [stride, padding, dilation]: [[usize; 2]; 3],
+) -> Conv2dShape {
+    Conv2dShape {
+        stride,
+        padding,
+        dilation,
+        ..Conv2dShape::new(batch, cin, cout, input, kernel, groups)
+    }
+    .validate()
+    .unwrap()
+}
+
 /// Test support: runs a fast float32 backward pass (`dx`, `dw`, `db`) on
 /// seeded data and checks it against [`backward_ref`] in float64, relative
 /// to the largest gradient.

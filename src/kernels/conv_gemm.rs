@@ -23,22 +23,17 @@ pub fn forward(
     y: &mut [f32],
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
-    let [oh, ow] = s.output();
-    let p = oh * ow;
-    let (cig, cog) = (s.group_in(), s.group_out());
-    let k = cig * s.kernel[0] * s.kernel[1];
-    let plane = s.input[0] * s.input[1];
-    let pointwise = is_pointwise(s);
+    let Sizes {
+        p,
+        cig,
+        cog,
+        k,
+        plane,
+        pointwise,
+    } = Sizes::new(s);
     let inner = inner_parallelism(s.batch * s.groups);
-
     y.par_chunks_mut(cog * p).enumerate().for_each_init(
-        || {
-            if pointwise {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            }
-        },
+        || Sizes::new(s).cols(),
         |cols, (task, out)| {
             let (n, g) = (task / s.groups, task % s.groups);
             let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
@@ -96,21 +91,17 @@ pub fn backward(
 
 /// `dx` from `dy`: see [`backward`].
 fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let [oh, ow] = s.output();
-    let p = oh * ow;
-    let (cig, cog) = (s.group_in(), s.group_out());
-    let k = cig * s.kernel[0] * s.kernel[1];
-    let plane = s.input[0] * s.input[1];
-    let pointwise = is_pointwise(s);
+    let Sizes {
+        p,
+        cig,
+        cog,
+        k,
+        plane,
+        pointwise,
+    } = Sizes::new(s);
     let inner = inner_parallelism(s.batch * s.groups);
     dx.par_chunks_mut(cig * plane).enumerate().for_each_init(
-        || {
-            if pointwise {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            }
-        },
+        || Sizes::new(s).cols(),
         |dcols, (task, dx_group)| {
             let (n, g) = (task / s.groups, task % s.groups);
             let lhs = Mat::cols(&w[g * cog * k..][..cog * k], k);
@@ -127,22 +118,18 @@ fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
 
 /// `dw` from `x` and `dy`: see [`backward`].
 fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let [oh, ow] = s.output();
-    let p = oh * ow;
-    let (cig, cog) = (s.group_in(), s.group_out());
-    let k = cig * s.kernel[0] * s.kernel[1];
-    let plane = s.input[0] * s.input[1];
-    let pointwise = is_pointwise(s);
+    let Sizes {
+        p,
+        cig,
+        cog,
+        k,
+        plane,
+        pointwise,
+    } = Sizes::new(s);
     super::conv::weight_grad_tasks(
         s,
         dw,
-        || {
-            if pointwise {
-                Vec::new()
-            } else {
-                vec![0f32; k * p]
-            }
-        },
+        || Sizes::new(s).cols(),
         |cols, n, g, dw_group, first, inner| {
             let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
             let rhs: &[f32] = if pointwise {
@@ -164,8 +151,38 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     );
 }
 
-fn is_pointwise(s: &Conv2dShape) -> bool {
-    s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0]
+/// The GEMM sizes of one (image, group) task.
+struct Sizes {
+    /// Output positions, `H_out · W_out`.
+    p: usize,
+    cig: usize,
+    cog: usize,
+    /// Reduction length, `C_in/g · kH · kW`.
+    k: usize,
+    /// Input positions, `H · W`.
+    plane: usize,
+    /// 1×1, stride 1, no padding: the input is the column matrix itself.
+    pointwise: bool,
+}
+
+impl Sizes {
+    fn new(s: &Conv2dShape) -> Sizes {
+        let [oh, ow] = s.output();
+        let cig = s.group_in();
+        Sizes {
+            p: oh * ow,
+            cig,
+            cog: s.group_out(),
+            k: cig * s.kernel[0] * s.kernel[1],
+            plane: s.input[0] * s.input[1],
+            pointwise: s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0],
+        }
+    }
+
+    /// A per-thread column buffer (`K × P`), empty for pointwise layers.
+    fn cols(&self) -> Vec<f32> {
+        vec![0f32; if self.pointwise { 0 } else { self.k * self.p }]
+    }
 }
 
 /// For kernel column `kx`: the output columns `lo..hi` whose input column
@@ -261,7 +278,7 @@ fn col2im(s: &Conv2dShape, cols: &[f32], dx: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::kernels::conv::{
-        assert_backward_matches_reference, assert_forward_matches_reference,
+        assert_backward_matches_reference, assert_forward_matches_reference, test_shape,
     };
 
     #[test]
@@ -285,14 +302,7 @@ mod tests {
         for (i, &(batch, cin, cout, h, w, k, stride, pad, dil, groups, bias)) in
             cases.iter().enumerate()
         {
-            let s = Conv2dShape {
-                stride,
-                padding: pad,
-                dilation: dil,
-                ..Conv2dShape::new(batch, cin, cout, [h, w], k, groups)
-            }
-            .validate()
-            .unwrap();
+            let s = test_shape(batch, [cin, cout, groups], [h, w], k, [stride, pad, dil]);
             assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
                 forward(&s, x, w, b, y)
             });

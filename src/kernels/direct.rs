@@ -347,7 +347,7 @@ crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], s
 mod tests {
     use super::*;
     use crate::kernels::conv::{
-        assert_backward_matches_reference, assert_forward_matches_reference,
+        assert_backward_matches_reference, assert_forward_matches_reference, test_shape,
     };
 
     #[test]
@@ -373,14 +373,7 @@ mod tests {
         for (i, &(batch, cin, cout, groups, h, w, k, stride, pad, dil, bias)) in
             cases.iter().enumerate()
         {
-            let s = Conv2dShape {
-                stride,
-                padding: pad,
-                dilation: dil,
-                ..Conv2dShape::new(batch, cin, cout, [h, w], k, groups)
-            }
-            .validate()
-            .unwrap();
+            let s = test_shape(batch, [cin, cout, groups], [h, w], k, [stride, pad, dil]);
             for isa in Isa::available() {
                 assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
                     forward_isa(&s, x, w, b, y, isa)
