@@ -3,6 +3,30 @@
 //! eval modes, composed into networks. Names follow PyTorch's `state_dict`
 //! (`features.0.conv.weight`, `bn.running_mean`), so that weights can move
 //! between gconv and PyTorch.
+//!
+//! ```
+//! use gconv::nn::{self, BatchNorm2d, ChannelShuffle, Conv2d, Conv2dConfig, Module, ReLU, Sequential};
+//! use gconv::{ops, Tensor};
+//! use rand::SeedableRng;
+//!
+//! # fn main() -> gconv::Result<()> {
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let conv = Conv2dConfig { groups: 3, bias: false, ..Conv2dConfig::new(6, 12, [1, 1]) };
+//! let net = Sequential::new()
+//!     .add("conv", Conv2d::new(conv, &mut rng)?) // weight [12, 2, 1, 1]
+//!     .add("bn", BatchNorm2d::new(12))
+//!     .add("activ", ReLU)
+//!     .add("shuffle", ChannelShuffle { groups: 3 });
+//! let x = Tensor::randn(&[8, 6, 14, 14], &mut rng); // NCHW
+//! let y = ops::global_avg_pool2d(&net.forward(&x)?)?.flatten()?; // [8, 12]
+//! let loss = ops::cross_entropy(&y, &[0, 1, 2, 3, 4, 5, 6, 7], 0.1)?;
+//! loss.backward()?;
+//! let names: Vec<String> = nn::parameters(&net).into_iter().map(|(n, _)| n).collect();
+//! assert_eq!(names, ["conv.weight", "bn.weight", "bn.bias"]);
+//! assert!(nn::parameters(&net).iter().all(|(_, p)| p.grad().is_some()));
+//! # Ok(())
+//! # }
+//! ```
 
 mod conv;
 pub mod init;
