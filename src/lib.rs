@@ -17,6 +17,7 @@ pub mod error;
 pub mod filter;
 pub mod io;
 pub mod kernels;
+pub mod models;
 pub mod nn;
 
 pub mod ops;

@@ -49,3 +49,6 @@ pub fn conv2d_backward(
         conv_gemm::backward(s, x, w, dy, dx, dw, db)
     }
 }
+
+#[cfg(test)]
+mod tests;

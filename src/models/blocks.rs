@@ -1,0 +1,76 @@
+//! `ConvBlock`: convolution (no bias) + batch norm + optional ReLU, named
+//! `conv` and `bn` like pytorchcv's `conv1x1_block` / `conv3x3_block`.
+
+use crate::error::Result;
+use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Kind, Module};
+use crate::ops;
+use crate::tensor::Tensor;
+use rand::Rng;
+
+pub struct ConvBlock {
+    pub conv: Conv2d,
+    pub bn: BatchNorm2d,
+    pub relu: bool,
+}
+
+impl ConvBlock {
+    /// A `k × k` block with padding `k / 2`, `groups` and `stride`.
+    pub fn new(
+        [cin, cout]: [usize; 2],
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu: bool,
+        rng: &mut impl Rng,
+    ) -> Result<ConvBlock> {
+        Ok(ConvBlock {
+            conv: kaiming_conv([cin, cout], k, stride, groups, rng)?,
+            bn: BatchNorm2d::new(cout),
+            relu,
+        })
+    }
+}
+
+/// A bias-free `k × k` convolution (padding `k / 2`) initialised as
+/// pytorchcv does: `kaiming_uniform_` with its defaults (ReLU gain).
+pub(crate) fn kaiming_conv(
+    [cin, cout]: [usize; 2],
+    k: usize,
+    stride: usize,
+    groups: usize,
+    rng: &mut impl Rng,
+) -> Result<Conv2d> {
+    let config = Conv2dConfig {
+        stride: [stride; 2],
+        padding: [k / 2; 2],
+        groups,
+        bias: false,
+        ..Conv2dConfig::new(cin, cout, [k, k])
+    };
+    let mut conv = Conv2d::new(config, rng)?;
+    let fan_in = cin / groups * k * k;
+    let w = crate::nn::init::kaiming_uniform(
+        conv.weight.shape(),
+        fan_in,
+        crate::nn::init::leaky_relu_gain(0.0),
+        rng,
+    );
+    conv.weight = w.requires_grad();
+    Ok(conv)
+}
+
+impl Module for ConvBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.bn.forward(&self.conv.forward(x)?)?;
+        if self.relu { ops::relu(&y) } else { Ok(y) }
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
+        self.conv.visit(&format!("{prefix}conv."), f);
+        self.bn.visit(&format!("{prefix}bn."), f);
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.bn.set_training(training);
+    }
+}

@@ -1,0 +1,69 @@
+//! Model names (pytorchcv's, extended to every ShuffleNet group count and
+//! width) and their constructors.
+
+use super::{ResNeXt, ResNeXtConfig, ShuffleNet, ShuffleNetConfig};
+use crate::error::{Error, Result};
+use crate::nn::Module;
+use rand::Rng;
+
+/// ShuffleNet width suffixes: 2×, 1.5×, 1×, 0.75×, 0.5×, 0.25×.
+const WIDTHS: [(&str, f64); 6] = [
+    ("w2", 2.0),
+    ("w3d2", 1.5),
+    ("w1", 1.0),
+    ("w3d4", 0.75),
+    ("wd2", 0.5),
+    ("wd4", 0.25),
+];
+
+/// A registered ResNeXt: name, CIFAR depth (0 for ImageNet), ImageNet
+/// units per stage, cardinality, base width, classes.
+type ResNeXtEntry = (&'static str, usize, [usize; 4], usize, usize, usize);
+
+const RESNEXTS: [ResNeXtEntry; 6] = [
+    ("resnext29_32x4d_cifar10", 29, [0; 4], 32, 4, 10),
+    ("resnext29_32x4d_cifar100", 29, [0; 4], 32, 4, 100),
+    ("resnext29_16x64d_cifar10", 29, [0; 4], 16, 64, 10),
+    ("resnext29_8x64d_cifar10", 29, [0; 4], 8, 64, 10),
+    ("resnext50_32x4d", 0, [3, 4, 6, 3], 32, 4, 1000),
+    ("resnext101_32x4d", 0, [3, 4, 23, 3], 32, 4, 1000),
+];
+
+/// Every registered model name.
+pub fn names() -> Vec<String> {
+    let mut out = Vec::new();
+    for g in [1, 2, 3, 4, 8] {
+        for (suffix, _) in WIDTHS {
+            out.push(format!("shufflenet_g{g}_{suffix}"));
+        }
+    }
+    out.extend(RESNEXTS.iter().map(|r| r.0.to_string()));
+    out
+}
+
+/// Builds the named model with freshly initialised weights.
+pub fn build(name: &str, rng: &mut impl Rng) -> Result<Box<dyn Module>> {
+    if let Some(&(_, depth, units, card, width, classes)) = RESNEXTS.iter().find(|r| r.0 == name) {
+        let config = if depth > 0 {
+            ResNeXtConfig::cifar(depth, card, width, classes)?
+        } else {
+            ResNeXtConfig::imagenet(units.to_vec(), card, width)
+        };
+        return Ok(Box::new(ResNeXt::new(config, rng)?));
+    }
+    let shuffle = name.strip_prefix("shufflenet_g").and_then(|rest| {
+        let (g, suffix) = rest.split_once('_')?;
+        let scale = WIDTHS.iter().find(|w| w.0 == suffix)?.1;
+        Some((g.parse::<usize>().ok()?, scale))
+    });
+    match shuffle {
+        Some((groups, scale)) => Ok(Box::new(ShuffleNet::new(
+            ShuffleNetConfig::new(groups, scale),
+            rng,
+        )?)),
+        None => Err(Error::invalid(format!(
+            "unknown model {name:?}; known models: {}",
+            names().join(", ")
+        ))),
+    }
+}

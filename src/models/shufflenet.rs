@@ -1,0 +1,262 @@
+//! ShuffleNet v1 (Zhang et al., arXiv 1707.01083) with pytorchcv's
+//! structure and names: `features.init_block.{conv,bn}`,
+//! `features.stage{i}.unit{j}.{compress_conv1, compress_bn1, dw_conv2,
+//! dw_bn2, expand_conv3, expand_bn3}`, `output`.
+
+use super::blocks::kaiming_conv;
+use crate::error::{Error, Result};
+use crate::nn::{BatchNorm2d, Conv2d, Kind, Linear, Module};
+use crate::ops::{self, Pool2dArgs};
+use crate::tensor::Tensor;
+use rand::Rng;
+
+/// Stage output channels at width 1× (paper, Table 1), by group count.
+const STAGE_CHANNELS: [(usize, [usize; 3]); 5] = [
+    (1, [144, 288, 576]),
+    (2, [200, 400, 800]),
+    (3, [240, 480, 960]),
+    (4, [272, 544, 1088]),
+    (8, [384, 768, 1536]),
+];
+const UNITS: [usize; 3] = [4, 8, 4];
+const STEM_CHANNELS: usize = 24;
+
+/// How to build a ShuffleNet.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ShuffleNetConfig {
+    /// Groups of the 1×1 convolutions: 1, 2, 3, 4 or 8.
+    pub groups: usize,
+    /// Multiplies every channel count (stem included), truncating.
+    pub width_scale: f64,
+    pub in_channels: usize,
+    pub num_classes: usize,
+    /// A stem for small images (3×3 stride-1 conv, no max pool) instead of
+    /// ImageNet's (3×3 stride-2 conv, 3×3 stride-2 max pool).
+    pub small_input: bool,
+}
+
+impl ShuffleNetConfig {
+    /// ImageNet defaults: 3 input channels, 1000 classes.
+    pub fn new(groups: usize, width_scale: f64) -> Self {
+        ShuffleNetConfig {
+            groups,
+            width_scale,
+            in_channels: 3,
+            num_classes: 1000,
+            small_input: false,
+        }
+    }
+
+    /// Stem channels and each stage's output channels.
+    ///
+    /// Counts are `int(c · width_scale)` as in pytorchcv. Where that breaks
+    /// the group structure (pytorchcv fails there, e.g. g = 8 at 0.5×), the
+    /// count is rounded up: a stage width whose bottleneck (`width / 4`) is
+    /// not a multiple of the groups goes up to a multiple of `4 · groups`,
+    /// and a stem whose difference to the first stage is not a multiple of
+    /// the groups goes up to a multiple of the groups. Every model that
+    /// pytorchcv builds keeps its numbers.
+    pub fn channels(&self) -> Result<(usize, [usize; 3])> {
+        let g = self.groups;
+        let Some(&(_, base)) = STAGE_CHANNELS.iter().find(|(k, _)| *k == g) else {
+            return Err(Error::invalid(format!(
+                "ShuffleNet: groups = {g} is not supported (1, 2, 3, 4 or 8)"
+            )));
+        };
+        if !(self.width_scale > 0.0 && self.width_scale.is_finite()) {
+            return Err(Error::invalid(format!(
+                "ShuffleNet: width scale {} must be positive",
+                self.width_scale
+            )));
+        }
+        let scale = |c: usize| ((c as f64 * self.width_scale) as usize).max(1);
+        let stages = base.map(|c| {
+            let c = scale(c).max(4 * g);
+            if c.is_multiple_of(g) && (c / 4).is_multiple_of(g) {
+                c
+            } else {
+                c.next_multiple_of(4 * g)
+            }
+        });
+        let mut stem = scale(STEM_CHANNELS);
+        if !(stages[0] - stem.min(stages[0])).is_multiple_of(g) || stem >= stages[0] {
+            stem = stem.next_multiple_of(g).min(stages[0] - g);
+        }
+        Ok((stem, stages))
+    }
+}
+
+/// A ShuffleNet unit (paper, Fig. 2 b/c): 1×1 group conv + BN + ReLU,
+/// channel shuffle, 3×3 depthwise conv + BN, 1×1 group conv + BN; then
+/// `relu(x + branch)`, or when downsampling (stride 2)
+/// `relu(cat[branch, avg_pool3x3/2(x)])`.
+pub struct ShuffleUnit {
+    pub compress_conv1: Conv2d,
+    pub compress_bn1: BatchNorm2d,
+    pub dw_conv2: Conv2d,
+    pub dw_bn2: BatchNorm2d,
+    pub expand_conv3: Conv2d,
+    pub expand_bn3: BatchNorm2d,
+    pub groups: usize,
+    pub downsample: bool,
+}
+
+impl ShuffleUnit {
+    /// `in → out` channels; the bottleneck is `out / 4`; a downsampling
+    /// unit's branch makes `out − in` channels. `ignore_group` makes the
+    /// first 1×1 conv dense (the network's very first unit).
+    pub fn new(
+        [cin, cout]: [usize; 2],
+        groups: usize,
+        downsample: bool,
+        ignore_group: bool,
+        rng: &mut impl Rng,
+    ) -> Result<ShuffleUnit> {
+        let mid = cout / 4;
+        let branch_out = if downsample { cout - cin } else { cout };
+        let compress_groups = if ignore_group { 1 } else { groups };
+        Ok(ShuffleUnit {
+            compress_conv1: kaiming_conv([cin, mid], 1, 1, compress_groups, rng)?,
+            compress_bn1: BatchNorm2d::new(mid),
+            dw_conv2: kaiming_conv([mid, mid], 3, if downsample { 2 } else { 1 }, mid, rng)?,
+            dw_bn2: BatchNorm2d::new(mid),
+            expand_conv3: kaiming_conv([mid, branch_out], 1, 1, groups, rng)?,
+            expand_bn3: BatchNorm2d::new(branch_out),
+            groups,
+            downsample,
+        })
+    }
+}
+
+impl Module for ShuffleUnit {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = ops::relu(
+            &self
+                .compress_bn1
+                .forward(&self.compress_conv1.forward(x)?)?,
+        )?;
+        let y = ops::channel_shuffle(&y, self.groups)?;
+        let y = self.dw_bn2.forward(&self.dw_conv2.forward(&y)?)?;
+        let y = self.expand_bn3.forward(&self.expand_conv3.forward(&y)?)?;
+        let y = if self.downsample {
+            let pool = Pool2dArgs {
+                kernel_size: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+            };
+            ops::cat(&[&y, &ops::avg_pool2d(x, pool)?])?
+        } else {
+            ops::add(&y, x)?
+        };
+        ops::relu(&y)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
+        let parts: [(&str, &dyn Module); 6] = [
+            ("compress_conv1", &self.compress_conv1),
+            ("compress_bn1", &self.compress_bn1),
+            ("dw_conv2", &self.dw_conv2),
+            ("dw_bn2", &self.dw_bn2),
+            ("expand_conv3", &self.expand_conv3),
+            ("expand_bn3", &self.expand_bn3),
+        ];
+        for (name, m) in parts {
+            m.visit(&format!("{prefix}{name}."), f);
+        }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        for bn in [
+            &mut self.compress_bn1,
+            &mut self.dw_bn2,
+            &mut self.expand_bn3,
+        ] {
+            bn.set_training(training);
+        }
+    }
+}
+
+/// ShuffleNet v1: stem, three stages of 4/8/4 units (the first of each
+/// downsamples), global average pooling and a linear classifier. Input
+/// `[N, in_channels, H, W]`, output `[N, num_classes]` logits.
+pub struct ShuffleNet {
+    pub config: ShuffleNetConfig,
+    pub stem_conv: Conv2d,
+    pub stem_bn: BatchNorm2d,
+    /// `stages[i][j]` is `features.stage{i+1}.unit{j+1}`.
+    pub stages: Vec<Vec<ShuffleUnit>>,
+    pub output: Linear,
+}
+
+impl ShuffleNet {
+    pub fn new(config: ShuffleNetConfig, rng: &mut impl Rng) -> Result<ShuffleNet> {
+        let (stem, widths) = config.channels()?;
+        let stride = if config.small_input { 1 } else { 2 };
+        let stem_conv = kaiming_conv([config.in_channels, stem], 3, stride, 1, rng)?;
+        let mut stages = Vec::new();
+        let mut cin = stem;
+        for (i, (&width, &units)) in widths.iter().zip(&UNITS).enumerate() {
+            let mut stage = Vec::new();
+            for j in 0..units {
+                stage.push(ShuffleUnit::new(
+                    [cin, width],
+                    config.groups,
+                    j == 0,
+                    i == 0 && j == 0,
+                    rng,
+                )?);
+                cin = width;
+            }
+            stages.push(stage);
+        }
+        Ok(ShuffleNet {
+            config,
+            stem_conv,
+            stem_bn: BatchNorm2d::new(stem),
+            stages,
+            output: Linear::new(cin, config.num_classes, true, rng),
+        })
+    }
+}
+
+impl Module for ShuffleNet {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = ops::relu(&self.stem_bn.forward(&self.stem_conv.forward(x)?)?)?;
+        if !self.config.small_input {
+            let pool = Pool2dArgs {
+                kernel_size: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+            };
+            y = ops::max_pool2d(&y, pool)?;
+        }
+        for unit in self.stages.iter().flatten() {
+            y = unit.forward(&y)?;
+        }
+        self.output.forward(&ops::global_avg_pool2d(&y)?.flatten()?)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
+        self.stem_conv
+            .visit(&format!("{prefix}features.init_block.conv."), f);
+        self.stem_bn
+            .visit(&format!("{prefix}features.init_block.bn."), f);
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (j, unit) in stage.iter().enumerate() {
+                unit.visit(
+                    &format!("{prefix}features.stage{}.unit{}.", i + 1, j + 1),
+                    f,
+                );
+            }
+        }
+        self.output.visit(&format!("{prefix}output."), f);
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.stem_bn.set_training(training);
+        self.stages
+            .iter_mut()
+            .flatten()
+            .for_each(|u| u.set_training(training));
+    }
+}
