@@ -38,19 +38,57 @@ pub(crate) struct Plan {
     plane_in: usize,
     plane_out: usize,
     /// Distance between padded planes: the layout plus a block of slack,
-    /// so that whole blocks can be read and written past the last output.
+    /// rounded to whole blocks, so that whole blocks can be read and written
+    /// past the last output.
     padded_pitch: usize,
     /// Distance between accumulator planes: `acc_len` rounded up to blocks.
     acc_pitch: usize,
+    /// The largest tap offset; output gradients are stored after this many
+    /// zeros so that the input gradient reads them at `max_offset − offset`.
+    max_offset: usize,
+    /// The stride-phase blocks of the padded layout, for the input gradient.
+    phases: Vec<Phase>,
+    /// Distance between output-gradient planes in the input-gradient layout.
+    dy_pitch: usize,
+}
+
+/// One stride-phase block of the padded layout (`base ..` for one block's
+/// length) and the taps that read from it: only they carry gradient back to
+/// it, at `offsets[j] = max_offset − (taps offset − base)` in the
+/// output-gradient layout.
+struct Phase {
+    base: usize,
+    taps: Vec<usize>,
+    offsets: Vec<usize>,
 }
 
 impl Plan {
     fn new(s: &Conv2dShape) -> Plan {
         let geo = Geometry::new(s);
-        let padded_pitch = geo.padded_len() + BLOCK;
+        let padded_pitch = (geo.padded_len() + BLOCK).next_multiple_of(BLOCK);
         let acc_pitch = geo.acc_len().next_multiple_of(BLOCK);
         let [oh, ow] = s.output();
+        let max_offset = geo.taps.iter().copied().max().unwrap_or(0);
+        let block = geo.block_len();
+        let phases = (0..s.stride[0] * s.stride[1])
+            .map(|b| {
+                let taps: Vec<usize> = (0..geo.taps.len())
+                    .filter(|&t| geo.taps[t] / block == b)
+                    .collect();
+                Phase {
+                    base: b * block,
+                    offsets: taps
+                        .iter()
+                        .map(|&t| max_offset - (geo.taps[t] - b * block))
+                        .collect(),
+                    taps,
+                }
+            })
+            .collect();
         Plan {
+            max_offset,
+            phases,
+            dy_pitch: max_offset + padded_pitch,
             cig: s.group_in(),
             cog: s.group_out(),
             taps: s.kernel[0] * s.kernel[1],
@@ -62,9 +100,11 @@ impl Plan {
         }
     }
 
-    /// Scratch of one task: the padded input planes, then the accumulators.
+    /// Scratch of one task: the padded input planes, then the accumulators
+    /// (or the output gradients in the input-gradient layout, which is
+    /// larger).
     fn scratch(&self) -> Vec<f32> {
-        vec![0f32; self.cig * self.padded_pitch + self.cog * self.acc_pitch]
+        vec![0f32; self.cig * self.padded_pitch + self.cog * self.dy_pitch]
     }
 }
 
@@ -124,16 +164,13 @@ fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
 fn forward_group<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) {
     let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
     pad_planes(p, x, padded);
-    let mut co = 0;
-    while co < p.cog {
-        co += match p.cog - co {
-            1 => forward_block::<T, 1>(p, padded, w, bias, co, acc),
-            2 => forward_block::<T, 2>(p, padded, w, bias, co, acc),
-            3 => forward_block::<T, 3>(p, padded, w, bias, co, acc),
-            4..CO_BLOCK => forward_block::<T, 4>(p, padded, w, bias, co, acc),
-            _ => forward_block::<T, CO_BLOCK>(p, padded, w, bias, co, acc),
-        };
-    }
+    let src = Planes {
+        data: padded,
+        pitch: p.padded_pitch,
+        count: p.cig,
+        offsets: &p.geo.taps,
+    };
+    correlate(&src, w, bias, acc, [p.acc_pitch, p.acc_pitch], p.cog);
     for (o, a) in out
         .chunks_exact_mut(p.plane_out)
         .zip(acc.chunks_exact(p.acc_pitch))
@@ -142,31 +179,66 @@ fn forward_group<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [
     }
 }
 
-/// Output channels `co0 .. co0 + CO` of one task, block by block:
-/// `acc[c][i] = bias[c] + Σ_{ci, t} w[c][ci][t] · padded[ci][taps[t] + i]`.
+/// Input planes of a correlation: `count` planes `pitch` apart in `data`,
+/// read at `offsets[t]` (plus the position) for tap `t`.
+struct Planes<'a, T> {
+    data: &'a [T],
+    pitch: usize,
+    count: usize,
+    offsets: &'a [usize],
+}
+
+/// `dst[c][i] = bias[c] + Σ_{k, t} w[c][k][t] · src[k][offsets[t] + i]` for
+/// `outputs` planes `pitch` apart in `dst` (`w`: `[outputs][src.count][taps]`,
+/// `bias` empty or one value per output); `i` runs over whole blocks
+/// covering `0 .. len` (`[pitch, len]`). Both the forward pass and the
+/// input gradient are this.
 #[inline(always)]
-fn forward_block<T: Fma, const CO: usize>(
-    p: &Plan,
-    padded: &[T],
+fn correlate<T: Fma>(
+    src: &Planes<T>,
     w: &[T],
     bias: &[T],
-    co0: usize,
-    acc: &mut [T],
+    dst: &mut [T],
+    pitch_len: [usize; 2],
+    outputs: usize,
+) {
+    let mut c = 0;
+    while c < outputs {
+        c += match outputs - c {
+            1 => correlate_block::<T, 1>(src, w, bias, c, dst, pitch_len),
+            2 => correlate_block::<T, 2>(src, w, bias, c, dst, pitch_len),
+            3 => correlate_block::<T, 3>(src, w, bias, c, dst, pitch_len),
+            4..CO_BLOCK => correlate_block::<T, 4>(src, w, bias, c, dst, pitch_len),
+            _ => correlate_block::<T, CO_BLOCK>(src, w, bias, c, dst, pitch_len),
+        };
+    }
+}
+
+/// Outputs `c0 .. c0 + CO` of [`correlate`], block by block, the
+/// accumulators held in registers across input planes and taps.
+#[inline(always)]
+fn correlate_block<T: Fma, const CO: usize>(
+    src: &Planes<T>,
+    w: &[T],
+    bias: &[T],
+    c0: usize,
+    dst: &mut [T],
+    [pitch, len]: [usize; 2],
 ) -> usize {
-    let (cig, taps) = (p.cig, p.taps);
-    for start in (0..p.acc_pitch).step_by(BLOCK) {
+    let taps = src.offsets.len();
+    for start in (0..len).step_by(BLOCK) {
         let mut a = [[T::zero(); BLOCK]; CO];
         for (c, row) in a.iter_mut().enumerate() {
-            if let Some(&b) = bias.get(co0 + c) {
+            if let Some(&b) = bias.get(c0 + c) {
                 *row = [b; BLOCK];
             }
         }
-        for ci in 0..cig {
-            let plane = &padded[ci * p.padded_pitch + start..];
-            for (t, &offset) in p.geo.taps.iter().enumerate() {
+        for k in 0..src.count {
+            let plane = &src.data[k * src.pitch + start..];
+            for (t, &offset) in src.offsets.iter().enumerate() {
                 let v: &[T; BLOCK] = plane[offset..offset + BLOCK].try_into().expect("block");
                 for (c, row) in a.iter_mut().enumerate() {
-                    let wv = w[((co0 + c) * cig + ci) * taps + t];
+                    let wv = w[((c0 + c) * src.count + k) * taps + t];
                     for (r, &x) in row.iter_mut().zip(v) {
                         *r = wv.fma(x, *r);
                     }
@@ -174,19 +246,21 @@ fn forward_block<T: Fma, const CO: usize>(
             }
         }
         for (c, row) in a.iter().enumerate() {
-            let dst: &mut [T; BLOCK] = (&mut acc[(co0 + c) * p.acc_pitch + start..][..BLOCK])
+            let out: &mut [T; BLOCK] = (&mut dst[(c0 + c) * pitch + start..][..BLOCK])
                 .try_into()
                 .expect("block");
-            *dst = *row;
+            *out = *row;
         }
     }
     CO
 }
 
 /// Gradients of `Σ dy · conv2d(x, w)`, each computed only when its buffer
-/// is given (and overwritten). `dx`: one task per (image, group) adds every
-/// output gradient, tap by tap, onto padded input planes (the adjoint of
-/// the forward pass) and cuts them back. `dw`: dot products of spread
+/// is given (and overwritten). `dx`: one task per (image, group) computes
+/// the padded input planes' gradients as a correlation of the output
+/// gradients with the transposed kernel read at reversed tap offsets (the
+/// adjoint of the forward pass, gathered rather than scattered so that
+/// every value is written once), then cuts them back. `dw`: dot products of spread
 /// output gradients with shifted padded inputs, summed over the batch by
 /// [`weight_grad_tasks`] (deterministic for a fixed thread count).
 pub fn backward(
@@ -216,14 +290,30 @@ fn backward_isa(
         &dy[(n * s.out_channels + g * p.cog) * p.plane_out..][..p.cog * p.plane_out]
     };
     if let Some(dx) = dx {
+        // Per phase, the weights of its taps as [group][C_in/g][C_out/g][taps].
+        let wts: Vec<Vec<f32>> = p
+            .phases
+            .iter()
+            .map(|ph| {
+                let mut out = Vec::with_capacity(s.groups * p.cig * p.cog * ph.taps.len());
+                for g in 0..s.groups {
+                    for ci in 0..p.cig {
+                        for co in 0..p.cog {
+                            let kernel = &w[g * group_w + (co * p.cig + ci) * p.taps..][..p.taps];
+                            out.extend(ph.taps.iter().map(|&t| kernel[t]));
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
         dx.par_chunks_mut(p.cig * p.plane_in)
             .enumerate()
             .for_each_init(
                 || p.scratch(),
                 |scratch, (task, dx)| {
                     let (n, g) = (task / s.groups, task % s.groups);
-                    let ws = &w[g * group_w..][..group_w];
-                    input_grad_group_isa(isa, &p, dy_group(n, g), ws, scratch, dx);
+                    input_grad_group_isa(isa, &p, dy_group(n, g), &wts, g, scratch, dx);
                 },
             );
     }
@@ -248,33 +338,51 @@ fn backward_isa(
 }
 
 /// Spreads the `cog` output-gradient planes of `dy` to the accumulator
-/// layout (pitch `phase_len`, zeros elsewhere).
+/// layout (pitch `phase_len`, zeros elsewhere), planes `pitch` apart, each
+/// after `lead` zeros.
 #[inline(always)]
-fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T]) {
+fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T], pitch: usize, lead: usize) {
     for (src, dst) in dy
         .chunks_exact(p.plane_out)
-        .zip(acc.chunks_exact_mut(p.acc_pitch))
+        .zip(acc.chunks_exact_mut(pitch))
     {
-        p.geo.spread(src, dst);
+        dst[..lead].fill(T::zero());
+        p.geo.spread(src, &mut dst[lead..]);
     }
 }
 
-/// One (image, group) input-gradient task: `dx` receives the group's
-/// `cig` input planes.
+/// One (image, group) input-gradient task: `wts[phase]` holds each
+/// group's kernel taps of that phase transposed to
+/// `[C_in/g][C_out/g][taps]`; `dx` receives the group's `cig` input planes.
 #[inline(always)]
-fn input_grad_group<T: Fma>(p: &Plan, dy: &[T], w: &[T], scratch: &mut [T], dx: &mut [T]) {
-    let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
-    spread_planes(p, dy, acc);
-    padded.fill(T::zero());
-    let mut co = 0;
-    while co < p.cog {
-        co += match p.cog - co {
-            1 => input_grad_block::<T, 1>(p, acc, w, co, padded),
-            2 => input_grad_block::<T, 2>(p, acc, w, co, padded),
-            3 => input_grad_block::<T, 3>(p, acc, w, co, padded),
-            4..CO_BLOCK => input_grad_block::<T, 4>(p, acc, w, co, padded),
-            _ => input_grad_block::<T, CO_BLOCK>(p, acc, w, co, padded),
+fn input_grad_group<T: Fma>(
+    p: &Plan,
+    dy: &[T],
+    wts: &[Vec<T>],
+    g: usize,
+    scratch: &mut [T],
+    dx: &mut [T],
+) {
+    let (padded, dys) = scratch.split_at_mut(p.cig * p.padded_pitch);
+    spread_planes(p, dy, dys, p.dy_pitch, p.max_offset);
+    // In layout order: each phase's rounding overrun is rewritten by the next.
+    for (ph, wt) in p.phases.iter().zip(wts) {
+        let per_group = p.cig * p.cog * ph.taps.len();
+        let src = Planes {
+            data: dys,
+            pitch: p.dy_pitch,
+            count: p.cog,
+            offsets: &ph.offsets,
         };
+        let pitch_len = [p.padded_pitch, p.geo.block_len()];
+        correlate(
+            &src,
+            &wt[g * per_group..][..per_group],
+            &[],
+            &mut padded[ph.base..],
+            pitch_len,
+            p.cig,
+        );
     }
     for (src, dst) in padded
         .chunks_exact(p.padded_pitch)
@@ -284,49 +392,13 @@ fn input_grad_group<T: Fma>(p: &Plan, dy: &[T], w: &[T], scratch: &mut [T], dx: 
     }
 }
 
-/// Adds output channels `co0 .. co0 + CO`'s gradients onto the padded input
-/// planes: `padded[ci][taps[t] + i] += Σ_c w[c][ci][t] · acc[c][i]`.
-#[inline(always)]
-fn input_grad_block<T: Fma, const CO: usize>(
-    p: &Plan,
-    acc: &[T],
-    w: &[T],
-    co0: usize,
-    padded: &mut [T],
-) -> usize {
-    let (cig, taps) = (p.cig, p.taps);
-    for start in (0..p.acc_pitch).step_by(BLOCK) {
-        let g: [&[T; BLOCK]; CO] = std::array::from_fn(|c| {
-            acc[(co0 + c) * p.acc_pitch + start..][..BLOCK]
-                .try_into()
-                .expect("block")
-        });
-        for ci in 0..cig {
-            let plane = &mut padded[ci * p.padded_pitch + start..];
-            for (t, &offset) in p.geo.taps.iter().enumerate() {
-                let mut sum = [T::zero(); BLOCK];
-                for (c, gc) in g.iter().enumerate() {
-                    let wv = w[((co0 + c) * cig + ci) * taps + t];
-                    for (s, &v) in sum.iter_mut().zip(gc.iter()) {
-                        *s = wv.fma(v, *s);
-                    }
-                }
-                for (d, s) in plane[offset..offset + BLOCK].iter_mut().zip(&sum) {
-                    *d = *d + *s;
-                }
-            }
-        }
-    }
-    CO
-}
-
 /// Adds one image's contribution to a group's weight gradient:
 /// `dw[c][ci][t] += Σ_i dy[c][i] · padded[ci][taps[t] + i]`.
 #[inline(always)]
 fn weight_grad_group<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) {
     let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
     pad_planes(p, x, padded);
-    spread_planes(p, dy, acc);
+    spread_planes(p, dy, acc, p.acc_pitch, 0);
     let len = p.geo.acc_len();
     for (c, dw_c) in dw.chunks_exact_mut(p.cig * p.taps).enumerate() {
         let g = &acc[c * p.acc_pitch..][..len];
@@ -340,7 +412,7 @@ fn weight_grad_group<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], dw:
 }
 
 crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) => forward_group);
-crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], w: &[T], scratch: &mut [T], dx: &mut [T]) => input_grad_group);
+crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], dx: &mut [T]) => input_grad_group);
 crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) => weight_grad_group);
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ impl Geometry {
         }
     }
 
+    /// Elements of one stride-phase block.
+    pub fn block_len(&self) -> usize {
+        self.phase_rows * self.phase_len
+    }
+
     /// Elements of the padded, phase-split plane.
     pub fn padded_len(&self) -> usize {
         self.stride[0] * self.stride[1] * self.phase_rows * self.phase_len
