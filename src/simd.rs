@@ -124,21 +124,37 @@ macro_rules! dispatch {
 /// keeps in vector registers (float addition is not reassociated for us).
 const LANES: usize = 16;
 
-/// `Σ a[i] · b[i]` over the common length, in [`LANES`] interleaved
-/// partial sums. Inline, so that callers compiled for an [`Isa`] vectorise it.
+/// `Σ a[i] · b[i]` over the common length: four interleaved groups of
+/// [`LANES`] partial sums (four independent vector chains, so that the
+/// multiply-adds overlap), then one group for the rest. Inline, so that
+/// callers compiled for an [`Isa`] vectorise it.
 #[inline(always)]
-pub fn dot<T: Scalar>(a: &[T], b: &[T]) -> T {
+pub fn dot<T: Fma>(a: &[T], b: &[T]) -> T {
+    const WIDE: usize = 4 * LANES;
     let n = a.len().min(b.len());
-    let (ac, bc) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES));
+    let (aw, bw) = (a[..n].chunks_exact(WIDE), b[..n].chunks_exact(WIDE));
+    let (ar, br) = (aw.remainder(), bw.remainder());
+    let mut wide = [T::zero(); WIDE];
+    for (x, y) in aw.zip(bw) {
+        for ((s, &x), &y) in wide.iter_mut().zip(x).zip(y) {
+            *s = x.fma(y, *s);
+        }
+    }
+    let mut acc = [T::zero(); LANES];
+    for part in wide.chunks_exact(LANES) {
+        for (s, &v) in acc.iter_mut().zip(part) {
+            *s = *s + v;
+        }
+    }
+    let (ac, bc) = (ar.chunks_exact(LANES), br.chunks_exact(LANES));
     let tail = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .fold(T::zero(), |s, (&x, &y)| s + x * y);
-    let mut acc = [T::zero(); LANES];
+        .fold(T::zero(), |s, (&x, &y)| x.fma(y, s));
     for (x, y) in ac.zip(bc) {
-        for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
-            *a = *a + x * y;
+        for ((s, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *s = x.fma(y, *s);
         }
     }
     acc.iter().fold(tail, |s, &v| s + v)

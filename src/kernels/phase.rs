@@ -15,17 +15,19 @@ use crate::signal::Scalar;
 /// the whole plane is one long multiply-add per tap, and only the
 /// `phase_len − W_out` columns at the end of each row are computed in vain.
 pub(crate) struct Geometry {
-    w: usize,
     pub out_h: usize,
     pub out_w: usize,
     stride: [usize; 2],
-    padding: [usize; 2],
     /// Rows in one block.
     phase_rows: usize,
     /// Columns in one block: the accumulator's row pitch.
     pub phase_len: usize,
     /// Offset of each kernel tap (row-major taps) from output position 0.
     pub taps: Vec<usize>,
+    /// How an input plane maps to the layout, as runs `(src, step, dst,
+    /// count)`: input elements `src + i · step` (`i < count`) go to padded
+    /// positions `dst + i`. Together the runs cover the plane once.
+    runs: Vec<(usize, usize, usize, usize)>,
 }
 
 impl Geometry {
@@ -45,12 +47,30 @@ impl Geometry {
                     + dx / sw
             })
             .collect();
+        let ([sh, sw], [ph, pw], w) = (s.stride, s.padding, s.input[1]);
+        let block = phase_rows * phase_len;
+        let mut runs = Vec::with_capacity(s.input[0] * sw);
+        for r in 0..s.input[0] {
+            let pr = r + ph;
+            let row = (pr % sh) * sw * block + (pr / sh) * phase_len;
+            // Padded column c = input column + pw sits in block column c % sw at c / sw.
+            for q in 0..sw {
+                let x0 = (q + sw - pw % sw) % sw;
+                if x0 < w {
+                    runs.push((
+                        r * w + x0,
+                        sw,
+                        row + q * block + (x0 + pw) / sw,
+                        (w - x0).div_ceil(sw),
+                    ));
+                }
+            }
+        }
         Geometry {
-            w: s.input[1],
+            runs,
             out_h,
             out_w,
             stride: s.stride,
-            padding: s.padding,
             phase_rows,
             phase_len,
             taps,
@@ -75,39 +95,13 @@ impl Geometry {
 }
 
 impl Geometry {
-    /// Calls `f(src, step, dst, count)` for runs of one input plane: input
-    /// elements `src + i · step` (`i < count`) go to padded positions
-    /// `dst + i`. Together the runs cover the plane once.
-    #[inline(always)]
-    fn each_run(&self, rows: usize, mut f: impl FnMut(usize, usize, usize, usize)) {
-        let ([sh, sw], [ph, pw]) = (self.stride, self.padding);
-        let (w, pl) = (self.w, self.phase_len);
-        let block = self.phase_rows * pl;
-        for r in 0..rows {
-            let pr = r + ph;
-            let row = (pr % sh) * sw * block + (pr / sh) * pl;
-            // Padded column c = input column + pw sits in block column c % sw at c / sw.
-            for q in 0..sw {
-                let x0 = (q + sw - pw % sw) % sw;
-                if x0 < w {
-                    f(
-                        r * w + x0,
-                        sw,
-                        row + q * block + (x0 + pw) / sw,
-                        (w - x0).div_ceil(sw),
-                    );
-                }
-            }
-        }
-    }
-
     /// Copies an input plane into the padded, phase-split layout; the
     /// whole of `padded` (which may extend past [`padded_len`](Self::padded_len))
     /// is zeroed first.
     #[inline(always)]
     pub fn pad<T: Scalar>(&self, src: &[T], padded: &mut [T]) {
         padded.fill(T::zero());
-        self.each_run(src.len() / self.w, |s, step, d, count| {
+        for &(s, step, d, count) in &self.runs {
             let dst = &mut padded[d..][..count];
             let src = &src[s..][..(count - 1) * step + 1];
             match step {
@@ -120,14 +114,14 @@ impl Geometry {
                 }
                 _ => (0..count).for_each(|i| dst[i] = src[i * step]),
             }
-        });
+        }
     }
 
     /// The inverse of [`pad`](Self::pad) on the interior: writes the
     /// padded layout's input positions back to a plane.
     #[inline(always)]
     pub fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
-        self.each_run(dst.len() / self.w, |s, step, d, count| {
+        for &(s, step, d, count) in &self.runs {
             let src = &padded[d..][..count];
             let dst = &mut dst[s..][..(count - 1) * step + 1];
             match step {
@@ -140,7 +134,7 @@ impl Geometry {
                 }
                 _ => (0..count).for_each(|i| dst[i * step] = src[i]),
             }
-        });
+        }
     }
 
     /// Spreads an output plane (or its gradient) to the accumulator's row
