@@ -292,3 +292,30 @@ fn demo_runs_the_seed_walkthrough() {
         assert!(img.width() > 200, "{name}");
     }
 }
+
+#[test]
+fn bench_layers_prints_json_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gconv(
+        &[
+            "bench",
+            "layers",
+            "--json",
+            "--filter",
+            "sn_g3_dw_s1",
+            "--repeat",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert_ok(&out);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, pass) in rows.iter().zip(["forward", "backward"]) {
+        assert_eq!(row["layer"], "sn_g3_dw_s1");
+        assert_eq!(row["pass"], pass);
+        assert!(row["ms"].as_f64().unwrap() > 0.0);
+        assert!(row["gflops"].as_f64().unwrap() > 0.0);
+    }
+}
