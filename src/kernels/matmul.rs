@@ -41,6 +41,15 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// The same data read as the transposed matrix.
+    fn transposed(self) -> Self {
+        Mat {
+            data: self.data,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
     /// Whether element `(rows − 1, cols − 1)` is inside the slice.
     fn holds(&self, rows: usize, cols: usize) -> bool {
         rows == 0
@@ -65,23 +74,32 @@ pub(crate) fn matmul(
         dst.len() == m * n && lhs.holds(m, k) && rhs.holds(k, n),
         "matmul operands out of bounds"
     );
+    // `gemm` packs `lhs` in panels of many rows: a product with few rows
+    // and many columns runs faster transposed, `dstᵀ = rhsᵀ · lhsᵀ`.
+    let swap = m < n;
+    let (m, n, dst_cs, dst_rs, a, b) = if swap {
+        (n, m, n, 1, rhs.transposed(), lhs.transposed())
+    } else {
+        (m, n, 1, n, lhs, rhs)
+    };
     // SAFETY: the assertion above keeps every index of the three operands
-    // inside their slices; dst does not alias the inputs (it is `&mut`).
+    // inside their slices (transposing swaps sizes and strides together);
+    // dst does not alias the inputs (it is `&mut`).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs as isize,
+            dst_rs as isize,
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
             1.0,
             1.0,
             false,
