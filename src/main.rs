@@ -5,6 +5,12 @@ mod cli;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Networks allocate and free activations of tens of megabytes per layer;
+/// mimalloc keeps freed pages for reuse where the system allocator returns
+/// them to the kernel and faults them in again on the next layer.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {

@@ -319,3 +319,26 @@ fn bench_layers_prints_json_rows() {
         assert!(row["gflops"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn bench_models_prints_json_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "models",
+        "--json",
+        "--model",
+        "shufflenet_g1_wd4",
+        "--repeat",
+        "1",
+    ];
+    let out = gconv(&args, dir.path());
+    assert_ok(&out);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["model"], "shufflenet_g1_wd4");
+    assert_eq!(row["batch_size"], 1);
+    assert!(row["ms"].as_f64().unwrap() > 0.0 && row["images_per_s"].as_f64().unwrap() > 0.0);
+    let bad = gconv(&["bench", "models", "--model", "nonet"], dir.path());
+    assert_error(&bad, "unknown model");
+}

@@ -18,7 +18,42 @@ pub enum Which {
     /// ShuffleNet v1 and ResNeXt-29 (ANCHORS.md), forward and backward
     /// (input + weight gradients), against PyTorch 2.15.
     Layers(LayersArgs),
+    /// Whole-model inference (eval mode, no autograd) of registered models:
+    /// batch latency and throughput, against PyTorch 2.15 and ONNX Runtime
+    /// 1.32 at batch 1 (ANCHORS.md).
+    Models(ModelsArgs),
 }
+
+#[derive(clap::Args, Debug)]
+pub struct ModelsArgs {
+    /// Models to time (repeatable); default: shufflenet_g1_w1, g3_w1,
+    /// g8_w1, resnext29_32x4d_cifar10, resnext50_32x4d.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Timed runs per model (the median is reported), after one warm-up run.
+    #[arg(long, default_value_t = 9)]
+    repeat: usize,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Batch-1 inference times of ANCHORS.md, ms: (model, PyTorch, ONNX Runtime).
+const MODEL_REFERENCE: [(&str, f64, Option<f64>); 10] = [
+    ("shufflenet_g1_w1", 8.36, Some(2.22)),
+    ("shufflenet_g2_w1", 10.5, None),
+    ("shufflenet_g3_w1", 11.4, Some(2.56)),
+    ("shufflenet_g4_w1", 11.7, None),
+    ("shufflenet_g8_w1", 13.4, Some(2.69)),
+    ("shufflenet_g3_wd2", 7.58, None),
+    ("shufflenet_g1_wd4", 4.23, None),
+    ("resnext29_32x4d_cifar10", 11.4, Some(6.36)),
+    ("resnext29_16x64d_cifar10", 187.0, None),
+    ("resnext50_32x4d", 48.0, Some(33.1)),
+];
 
 #[derive(clap::Args, Debug)]
 pub struct LayersArgs {
@@ -68,6 +103,7 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Signal(args) => signal(args),
         Which::Layers(args) => layers(args),
+        Which::Models(args) => models(args),
     }
 }
 
@@ -249,6 +285,83 @@ fn layers(args: LayersArgs) -> Result<()> {
         println!(
             "%peak is of the {PEAK_F32_GFLOPS} GFLOP/s SGEMM peak; GB/s counts the least traffic a pass needs (x and y forward; x, dy and dx backward) against ~{BANDWIDTH_GBS} GB/s; torch ms: PyTorch 2.15 in ANCHORS.md (rerun tools/pytorch_layers.py to compare in the same session)."
         );
+    }
+    Ok(())
+}
+
+fn models(args: ModelsArgs) -> Result<()> {
+    use rand::SeedableRng;
+    let names = if args.models.is_empty() {
+        [
+            "shufflenet_g1_w1",
+            "shufflenet_g3_w1",
+            "shufflenet_g8_w1",
+            "resnext29_32x4d_cifar10",
+            "resnext50_32x4d",
+        ]
+        .map(String::from)
+        .to_vec()
+    } else {
+        args.models.clone()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "inference, float32, eval mode, {} threads, batch {}, median of {}",
+            rayon::current_num_threads(),
+            args.batch_size,
+            args.repeat
+        );
+        println!(
+            "{:<26} {:>9} {:>10} {:>10} {:>9} {:>10} {:>9}",
+            "model", "ms", "images/s", "torch ms", "× torch", "ORT ms", "× ORT"
+        );
+    }
+    for name in &names {
+        let mut net = gconv::models::build(name, &mut rng)?;
+        net.set_training(false);
+        let size = if name.contains("cifar") { 32 } else { 224 };
+        let x = gconv::Tensor::randn(&[args.batch_size, 3, size, size], &mut rng);
+        let mut error = None;
+        let ms = median_ms(args.repeat, || {
+            if let Err(e) = gconv::no_grad(|| net.forward(&x)) {
+                error = Some(e);
+            }
+        });
+        if let Some(e) = error {
+            return Err(e.into());
+        }
+        let reference = MODEL_REFERENCE
+            .iter()
+            .find(|r| r.0 == name.as_str())
+            .filter(|_| args.batch_size == 1);
+        let torch = reference.map(|r| r.1);
+        let ort = reference.and_then(|r| r.2);
+        let images_per_s = args.batch_size as f64 / (ms / 1e3);
+        if !args.json {
+            let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.2}"));
+            let ratio = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.2}×", v / ms));
+            println!(
+                "{name:<26} {ms:>9.2} {images_per_s:>10.1} {:>10} {:>9} {:>10} {:>9}",
+                show(torch),
+                ratio(torch),
+                show(ort),
+                ratio(ort)
+            );
+        }
+        rows.push(json!({
+            "model": name,
+            "batch_size": args.batch_size,
+            "input_size": size,
+            "ms": ms,
+            "images_per_s": images_per_s,
+            "pytorch_ms": torch,
+            "onnxruntime_ms": ort,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(())
 }

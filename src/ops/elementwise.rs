@@ -10,9 +10,12 @@ const CHUNK: usize = 1 << 14;
 
 /// `max(x, 0)`; the gradient passes where the output is positive.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    let mut y = x.to_vec();
-    y.par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    let y: Vec<f32> = x
+        .data()
+        .par_iter()
+        .with_min_len(CHUNK)
+        .map(|v| v.max(0.0))
+        .collect();
     let out = y.clone();
     let saved = Tensor::records(&[x]).then_some(out);
     Ok(Tensor::from_op(
@@ -51,13 +54,13 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// `a + b` for tensors of one shape (residual connections).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;
-    let mut y = a.to_vec();
-    {
-        let bd = b.data();
-        y.par_chunks_mut(CHUNK)
-            .zip(bd.par_chunks(CHUNK))
-            .for_each(|(y, b)| y.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-    }
+    let y: Vec<f32> = a
+        .data()
+        .par_iter()
+        .zip(b.data().par_iter())
+        .with_min_len(CHUNK)
+        .map(|(x, y)| x + y)
+        .collect();
     Ok(Tensor::from_op(
         "add",
         y,
