@@ -2,8 +2,8 @@
 //! `conv` and `bn` like pytorchcv's `conv1x1_block` / `conv3x3_block`.
 
 use crate::error::Result;
-use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Kind, Module};
-use crate::ops;
+use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Kind, Linear, Module};
+use crate::ops::{self, Pool2dArgs};
 use crate::tensor::Tensor;
 use rand::Rng;
 
@@ -72,5 +72,50 @@ impl Module for ConvBlock {
 
     fn set_training(&mut self, training: bool) {
         self.bn.set_training(training);
+    }
+}
+
+/// The 3×3, stride-2, padding-1 window of the ImageNet stems' max pool and
+/// of ShuffleNet's downsampling shortcut.
+pub(crate) const POOL_3X3_S2: Pool2dArgs = Pool2dArgs {
+    kernel_size: [3, 3],
+    stride: [2, 2],
+    padding: [1, 1],
+};
+
+/// The body and head shared by both networks: `stages[i][j]` is
+/// `features.stage{i+1}.unit{j+1}`, followed by global average pooling and
+/// the `output` classifier.
+pub(crate) struct Trunk<U> {
+    pub stages: Vec<Vec<U>>,
+    pub output: Linear,
+}
+
+impl<U: Module> Trunk<U> {
+    /// Runs the units, pools globally and classifies: `[N, C, H, W] → [N, classes]`.
+    pub fn forward(&self, mut y: Tensor) -> Result<Tensor> {
+        for unit in self.stages.iter().flatten() {
+            y = unit.forward(&y)?;
+        }
+        self.output.forward(&ops::global_avg_pool2d(&y)?.flatten()?)
+    }
+
+    pub fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (j, unit) in stage.iter().enumerate() {
+                unit.visit(
+                    &format!("{prefix}features.stage{}.unit{}.", i + 1, j + 1),
+                    f,
+                );
+            }
+        }
+        self.output.visit(&format!("{prefix}output."), f);
+    }
+
+    pub fn set_training(&mut self, training: bool) {
+        self.stages
+            .iter_mut()
+            .flatten()
+            .for_each(|u| u.set_training(training));
     }
 }

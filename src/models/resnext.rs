@@ -2,10 +2,10 @@
 //! names: `features.init_block…`, `features.stage{i}.unit{j}.body.conv{1,2,3}.{conv,bn}`,
 //! `…identity_conv.{conv,bn}`, `output`.
 
-use super::blocks::ConvBlock;
+use super::blocks::{ConvBlock, POOL_3X3_S2, Trunk};
 use crate::error::{Error, Result};
 use crate::nn::{Kind, Linear, Module};
-use crate::ops::{self, Pool2dArgs};
+use crate::ops;
 use crate::tensor::Tensor;
 use rand::Rng;
 
@@ -151,9 +151,9 @@ impl ResNeXtConfig {
 pub struct ResNeXt {
     pub config: ResNeXtConfig,
     pub stem: ConvBlock,
-    /// `stages[i][j]` is `features.stage{i+1}.unit{j+1}`.
-    pub stages: Vec<Vec<ResNeXtUnit>>,
-    pub output: Linear,
+    /// The units (`stages[i][j]` is `features.stage{i+1}.unit{j+1}`) and
+    /// the classifier (`output`).
+    trunk: Trunk<ResNeXtUnit>,
 }
 
 impl ResNeXt {
@@ -198,8 +198,7 @@ impl ResNeXt {
         Ok(ResNeXt {
             config,
             stem,
-            stages,
-            output,
+            trunk: Trunk { stages, output },
         })
     }
 }
@@ -208,17 +207,9 @@ impl Module for ResNeXt {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = self.stem.forward(x)?;
         if !self.config.cifar {
-            let pool = Pool2dArgs {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [1, 1],
-            };
-            y = ops::max_pool2d(&y, pool)?;
+            y = ops::max_pool2d(&y, POOL_3X3_S2)?;
         }
-        for unit in self.stages.iter().flatten() {
-            y = unit.forward(&y)?;
-        }
-        self.output.forward(&ops::global_avg_pool2d(&y)?.flatten()?)
+        self.trunk.forward(y)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
@@ -230,22 +221,11 @@ impl Module for ResNeXt {
             "features.init_block.conv."
         };
         self.stem.visit(&format!("{prefix}{stem}"), f);
-        for (i, stage) in self.stages.iter().enumerate() {
-            for (j, unit) in stage.iter().enumerate() {
-                unit.visit(
-                    &format!("{prefix}features.stage{}.unit{}.", i + 1, j + 1),
-                    f,
-                );
-            }
-        }
-        self.output.visit(&format!("{prefix}output."), f);
+        self.trunk.visit(prefix, f);
     }
 
     fn set_training(&mut self, training: bool) {
         self.stem.set_training(training);
-        self.stages
-            .iter_mut()
-            .flatten()
-            .for_each(|u| u.set_training(training));
+        self.trunk.set_training(training);
     }
 }

@@ -3,10 +3,10 @@
 //! `features.stage{i}.unit{j}.{compress_conv1, compress_bn1, dw_conv2,
 //! dw_bn2, expand_conv3, expand_bn3}`, `output`.
 
-use super::blocks::kaiming_conv;
+use super::blocks::{POOL_3X3_S2, Trunk, kaiming_conv};
 use crate::error::{Error, Result};
 use crate::nn::{BatchNorm2d, Conv2d, Kind, Linear, Module};
-use crate::ops::{self, Pool2dArgs};
+use crate::ops;
 use crate::tensor::Tensor;
 use rand::Rng;
 
@@ -139,12 +139,7 @@ impl Module for ShuffleUnit {
         let y = self.dw_bn2.forward(&self.dw_conv2.forward(&y)?)?;
         let y = self.expand_bn3.forward(&self.expand_conv3.forward(&y)?)?;
         let y = if self.downsample {
-            let pool = Pool2dArgs {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [1, 1],
-            };
-            ops::cat(&[&y, &ops::avg_pool2d(x, pool)?])?
+            ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?
         } else {
             ops::add(&y, x)?
         };
@@ -183,9 +178,9 @@ pub struct ShuffleNet {
     pub config: ShuffleNetConfig,
     pub stem_conv: Conv2d,
     pub stem_bn: BatchNorm2d,
-    /// `stages[i][j]` is `features.stage{i+1}.unit{j+1}`.
-    pub stages: Vec<Vec<ShuffleUnit>>,
-    pub output: Linear,
+    /// The units (`stages[i][j]` is `features.stage{i+1}.unit{j+1}`) and
+    /// the classifier (`output`).
+    trunk: Trunk<ShuffleUnit>,
 }
 
 impl ShuffleNet {
@@ -213,8 +208,10 @@ impl ShuffleNet {
             config,
             stem_conv,
             stem_bn: BatchNorm2d::new(stem),
-            stages,
-            output: Linear::new(cin, config.num_classes, true, rng),
+            trunk: Trunk {
+                stages,
+                output: Linear::new(cin, config.num_classes, true, rng),
+            },
         })
     }
 }
@@ -223,17 +220,9 @@ impl Module for ShuffleNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = ops::relu(&self.stem_bn.forward(&self.stem_conv.forward(x)?)?)?;
         if !self.config.small_input {
-            let pool = Pool2dArgs {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [1, 1],
-            };
-            y = ops::max_pool2d(&y, pool)?;
+            y = ops::max_pool2d(&y, POOL_3X3_S2)?;
         }
-        for unit in self.stages.iter().flatten() {
-            y = unit.forward(&y)?;
-        }
-        self.output.forward(&ops::global_avg_pool2d(&y)?.flatten()?)
+        self.trunk.forward(y)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
@@ -241,22 +230,11 @@ impl Module for ShuffleNet {
             .visit(&format!("{prefix}features.init_block.conv."), f);
         self.stem_bn
             .visit(&format!("{prefix}features.init_block.bn."), f);
-        for (i, stage) in self.stages.iter().enumerate() {
-            for (j, unit) in stage.iter().enumerate() {
-                unit.visit(
-                    &format!("{prefix}features.stage{}.unit{}.", i + 1, j + 1),
-                    f,
-                );
-            }
-        }
-        self.output.visit(&format!("{prefix}output."), f);
+        self.trunk.visit(prefix, f);
     }
 
     fn set_training(&mut self, training: bool) {
         self.stem_bn.set_training(training);
-        self.stages
-            .iter_mut()
-            .flatten()
-            .for_each(|u| u.set_training(training));
+        self.trunk.set_training(training);
     }
 }
