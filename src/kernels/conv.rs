@@ -173,6 +173,27 @@ impl Conv2dShape {
 }
 
 impl Conv2dShape {
+    /// Image `n`'s input planes of group `g`: `C_in/g × H × W` values of
+    /// an input (or input gradient) laid out `[N, C_in, H, W]`.
+    pub fn input_group<'a, T>(&self, x: &'a [T], n: usize, g: usize) -> &'a [T] {
+        let len = self.group_in() * self.input[0] * self.input[1];
+        &x[(n * self.groups + g) * len..][..len]
+    }
+
+    /// Image `n`'s output planes of group `g`: `C_out/g × H_out × W_out`
+    /// values of an output (or output gradient).
+    pub fn output_group<'a, T>(&self, y: &'a [T], n: usize, g: usize) -> &'a [T] {
+        let [oh, ow] = self.output();
+        let len = self.group_out() * oh * ow;
+        &y[(n * self.groups + g) * len..][..len]
+    }
+
+    /// Group `g`'s kernels: `C_out/g × C_in/g × kH × kW` values.
+    pub fn weight_group<'a, T>(&self, w: &'a [T], g: usize) -> &'a [T] {
+        let len = self.group_out() * self.group_in() * self.kernel[0] * self.kernel[1];
+        &w[g * len..][..len]
+    }
+
     /// Checks the lengths of a forward pass's slices: input, weight,
     /// optional bias, and output (`y_len`, the output or its gradient).
     pub fn check_lens(&self, x: usize, w: usize, bias: Option<usize>, y_len: usize) -> Result<()> {

@@ -24,34 +24,31 @@ pub fn forward(
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let Sizes {
-        p,
-        cig,
-        cog,
-        k,
-        plane,
-        pointwise,
+        p, k, pointwise, ..
     } = Sizes::new(s);
     let inner = inner_parallelism(s.batch * s.groups);
-    y.par_chunks_mut(cog * p).enumerate().for_each_init(
-        || Sizes::new(s).cols(),
-        |cols, (task, out)| {
-            let (n, g) = (task / s.groups, task % s.groups);
-            let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
-            let rhs: &[f32] = if pointwise {
-                x_group
-            } else {
-                im2col(s, x_group, cols);
-                cols
-            };
-            if let Some(b) = bias {
-                for (row, &bv) in out.chunks_exact_mut(p).zip(&b[g * cog..]) {
-                    row.fill(bv);
+    y.par_chunks_mut(s.group_out() * p)
+        .enumerate()
+        .for_each_init(
+            || Sizes::new(s).cols(),
+            |cols, (task, out)| {
+                let (n, g) = (task / s.groups, task % s.groups);
+                let x_group = s.input_group(x, n, g);
+                let rhs: &[f32] = if pointwise {
+                    x_group
+                } else {
+                    im2col(s, x_group, cols);
+                    cols
+                };
+                if let Some(b) = bias {
+                    for (row, &bv) in out.chunks_exact_mut(p).zip(&b[g * s.group_out()..]) {
+                        row.fill(bv);
+                    }
                 }
-            }
-            let lhs = Mat::rows(&w[g * cog * k..][..cog * k], k);
-            matmul(out, p, bias.is_some(), lhs, Mat::rows(rhs, p), inner);
-        },
-    );
+                let lhs = Mat::rows(s.weight_group(w, g), k);
+                matmul(out, p, bias.is_some(), lhs, Mat::rows(rhs, p), inner);
+            },
+        );
     Ok(())
 }
 
@@ -92,20 +89,16 @@ pub fn backward(
 /// `dx` from `dy`: see [`backward`].
 fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let Sizes {
-        p,
-        cig,
-        cog,
-        k,
-        plane,
-        pointwise,
+        p, k, pointwise, ..
     } = Sizes::new(s);
     let inner = inner_parallelism(s.batch * s.groups);
-    dx.par_chunks_mut(cig * plane).enumerate().for_each_init(
+    let group_len = dx.len() / (s.batch * s.groups);
+    dx.par_chunks_mut(group_len).enumerate().for_each_init(
         || Sizes::new(s).cols(),
         |dcols, (task, dx_group)| {
             let (n, g) = (task / s.groups, task % s.groups);
-            let lhs = Mat::cols(&w[g * cog * k..][..cog * k], k);
-            let rhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
+            let lhs = Mat::cols(s.weight_group(w, g), k);
+            let rhs = Mat::rows(s.output_group(dy, n, g), p);
             if pointwise {
                 matmul(dx_group, p, false, lhs, rhs, inner);
             } else {
@@ -119,26 +112,21 @@ fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
 /// `dw` from `x` and `dy`: see [`backward`].
 fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let Sizes {
-        p,
-        cig,
-        cog,
-        k,
-        plane,
-        pointwise,
+        p, k, pointwise, ..
     } = Sizes::new(s);
     super::conv::weight_grad_tasks(
         s,
         dw,
         || Sizes::new(s).cols(),
         |cols, n, g, dw_group, first, inner| {
-            let x_group = &x[(n * s.in_channels + g * cig) * plane..][..cig * plane];
+            let x_group = s.input_group(x, n, g);
             let rhs: &[f32] = if pointwise {
                 x_group
             } else {
                 im2col(s, x_group, cols);
                 cols
             };
-            let lhs = Mat::rows(&dy[(n * s.out_channels + g * cog) * p..][..cog * p], p);
+            let lhs = Mat::rows(s.output_group(dy, n, g), p);
             matmul(
                 dw_group,
                 k,
@@ -155,12 +143,8 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 struct Sizes {
     /// Output positions, `H_out · W_out`.
     p: usize,
-    cig: usize,
-    cog: usize,
     /// Reduction length, `C_in/g · kH · kW`.
     k: usize,
-    /// Input positions, `H · W`.
-    plane: usize,
     /// 1×1, stride 1, no padding: the input is the column matrix itself.
     pointwise: bool,
 }
@@ -168,13 +152,9 @@ struct Sizes {
 impl Sizes {
     fn new(s: &Conv2dShape) -> Sizes {
         let [oh, ow] = s.output();
-        let cig = s.group_in();
         Sizes {
             p: oh * ow,
-            cig,
-            cog: s.group_out(),
-            k: cig * s.kernel[0] * s.kernel[1],
-            plane: s.input[0] * s.input[1],
+            k: s.group_in() * s.kernel[0] * s.kernel[1],
             pointwise: s.kernel == [1, 1] && s.stride == [1, 1] && s.padding == [0, 0],
         }
     }

@@ -130,15 +130,13 @@ fn forward_isa(
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let p = Plan::new(s);
-    let group_w = p.cog * p.cig * p.taps;
     y.par_chunks_mut(p.cog * p.plane_out)
         .enumerate()
         .for_each_init(
             || p.scratch(),
             |scratch, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
-                let xs = &x[(n * s.in_channels + g * p.cig) * p.plane_in..][..p.cig * p.plane_in];
-                let ws = &w[g * group_w..][..group_w];
+                let (xs, ws) = (s.input_group(x, n, g), s.weight_group(w, g));
                 let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
                 forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
             },
@@ -285,10 +283,6 @@ fn backward_isa(
 ) -> Result<()> {
     s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
     let p = Plan::new(s);
-    let group_w = p.cog * p.cig * p.taps;
-    let dy_group = |n: usize, g: usize| {
-        &dy[(n * s.out_channels + g * p.cog) * p.plane_out..][..p.cog * p.plane_out]
-    };
     if let Some(dx) = dx {
         // Per phase, the weights of its taps as [group][C_in/g][C_out/g][taps].
         let wts: Vec<Vec<f32>> = p
@@ -299,7 +293,8 @@ fn backward_isa(
                 for g in 0..s.groups {
                     for ci in 0..p.cig {
                         for co in 0..p.cog {
-                            let kernel = &w[g * group_w + (co * p.cig + ci) * p.taps..][..p.taps];
+                            let kernel =
+                                &s.weight_group(w, g)[(co * p.cig + ci) * p.taps..][..p.taps];
                             out.extend(ph.taps.iter().map(|&t| kernel[t]));
                         }
                     }
@@ -313,7 +308,7 @@ fn backward_isa(
                 || p.scratch(),
                 |scratch, (task, dx)| {
                     let (n, g) = (task / s.groups, task % s.groups);
-                    input_grad_group_isa(isa, &p, dy_group(n, g), &wts, g, scratch, dx);
+                    input_grad_group_isa(isa, &p, s.output_group(dy, n, g), &wts, g, scratch, dx);
                 },
             );
     }
@@ -326,8 +321,8 @@ fn backward_isa(
                 if first {
                     dw.fill(0.0);
                 }
-                let xs = &x[(n * s.in_channels + g * p.cig) * p.plane_in..][..p.cig * p.plane_in];
-                weight_grad_group_isa(isa, &p, xs, dy_group(n, g), scratch, dw);
+                let xs = s.input_group(x, n, g);
+                weight_grad_group_isa(isa, &p, xs, s.output_group(dy, n, g), scratch, dw);
             },
         );
     }

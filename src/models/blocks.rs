@@ -47,16 +47,15 @@ pub(crate) fn kaiming_conv(
         bias: false,
         ..Conv2dConfig::new(cin, cout, [k, k])
     };
-    let mut conv = Conv2d::new(config, rng)?;
-    let fan_in = cin / groups * k * k;
-    let w = crate::nn::init::kaiming_uniform(
-        conv.weight.shape(),
-        fan_in,
-        crate::nn::init::leaky_relu_gain(0.0),
-        rng,
-    );
-    conv.weight = w.requires_grad();
-    Ok(conv)
+    let shape = config.weight_shape()?;
+    let fan_in = shape[1] * shape[2] * shape[3];
+    let gain = crate::nn::init::leaky_relu_gain(0.0);
+    let weight = crate::nn::init::kaiming_uniform(&shape, fan_in, gain, rng).requires_grad();
+    Ok(Conv2d {
+        config,
+        weight,
+        bias: None,
+    })
 }
 
 impl Module for ConvBlock {

@@ -35,6 +35,38 @@ impl Conv2dConfig {
         }
     }
 
+    /// The weight's shape `[C_out, C_in / groups, kH, kW]`; errors when
+    /// `groups` does not divide the channel counts or a size is zero.
+    pub fn weight_shape(&self) -> Result<[usize; 4]> {
+        let c = self;
+        if c.groups == 0
+            || !c.in_channels.is_multiple_of(c.groups)
+            || !c.out_channels.is_multiple_of(c.groups)
+        {
+            return Err(Error::invalid(format!(
+                "Conv2d: groups = {} must divide in_channels = {} and out_channels = {}",
+                c.groups, c.in_channels, c.out_channels
+            )));
+        }
+        let sizes = [
+            c.in_channels,
+            c.out_channels,
+            c.kernel_size[0],
+            c.kernel_size[1],
+        ];
+        if sizes.contains(&0) || c.stride.contains(&0) || c.dilation.contains(&0) {
+            return Err(Error::invalid(format!(
+                "Conv2d: sizes must be positive, got {c:?}"
+            )));
+        }
+        Ok([
+            c.out_channels,
+            c.in_channels / c.groups,
+            c.kernel_size[0],
+            c.kernel_size[1],
+        ])
+    }
+
     fn args(&self) -> Conv2dArgs {
         Conv2dArgs {
             stride: self.stride,
@@ -60,35 +92,9 @@ impl Conv2d {
     /// Errors when `groups` does not divide the channel counts or a size
     /// is zero.
     pub fn new(config: Conv2dConfig, rng: &mut impl Rng) -> Result<Conv2d> {
-        let c = &config;
-        if c.groups == 0
-            || !c.in_channels.is_multiple_of(c.groups)
-            || !c.out_channels.is_multiple_of(c.groups)
-        {
-            return Err(Error::invalid(format!(
-                "Conv2d: groups = {} must divide in_channels = {} and out_channels = {}",
-                c.groups, c.in_channels, c.out_channels
-            )));
-        }
-        let sizes = [
-            c.in_channels,
-            c.out_channels,
-            c.kernel_size[0],
-            c.kernel_size[1],
-        ];
-        if sizes.contains(&0) || c.stride.contains(&0) || c.dilation.contains(&0) {
-            return Err(Error::invalid(format!(
-                "Conv2d: sizes must be positive, got {c:?}"
-            )));
-        }
-        let shape = [
-            c.out_channels,
-            c.in_channels / c.groups,
-            c.kernel_size[0],
-            c.kernel_size[1],
-        ];
+        let shape = config.weight_shape()?;
         let fan_in = shape[1] * shape[2] * shape[3];
-        let (weight, bias) = init::default_weight_and_bias(&shape, fan_in, c.bias, rng);
+        let (weight, bias) = init::default_weight_and_bias(&shape, fan_in, config.bias, rng);
         Ok(Conv2d {
             config,
             weight,
