@@ -4,7 +4,9 @@
 mod atomic;
 mod image;
 mod npy;
+mod safetensors;
 
 pub use atomic::write_atomic;
 pub use image::{ColorMode, read_image, write_png};
 pub use npy::{read_npy, write_npy};
+pub use safetensors::{Entry, Loaded, NamedArrays, StoredAs, read_safetensors, write_safetensors};

@@ -39,7 +39,10 @@ pub use conv::{Conv2d, Conv2dConfig};
 pub use layers::{AvgPool2d, ChannelShuffle, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU};
 pub use norm::BatchNorm2d;
 pub use sequential::Sequential;
-pub use state::{load_state_dict, num_parameters, parameters, state_dict};
+pub use state::{
+    LoadReport, Strictness, load_safetensors, load_state_dict, num_parameters, parameters,
+    save_safetensors, state_dict,
+};
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -145,7 +145,10 @@ fn load_state_dict_round_trips_and_reports_mismatches() {
         .into_iter()
         .map(|(n, t)| (n, (t.shape().to_vec(), t.to_vec())))
         .collect();
-    load_state_dict(&b, &values).unwrap();
+    assert_eq!(
+        load_state_dict(&b, &values, Strictness::Strict).unwrap(),
+        LoadReport::default()
+    );
     for ((_, ta), (_, tb)) in state_dict(&a).iter().zip(state_dict(&b).iter()) {
         assert_eq!(ta.to_vec(), tb.to_vec());
     }
@@ -153,7 +156,9 @@ fn load_state_dict_round_trips_and_reports_mismatches() {
     bad.remove("output.bias");
     bad.insert("extra".into(), (vec![1], vec![0.0]));
     bad.insert("output.weight".into(), (vec![6, 3], vec![0.0; 18]));
-    let e = load_state_dict(&b, &bad).unwrap_err().to_string();
+    let e = load_state_dict(&b, &bad, Strictness::Strict)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("missing output.bias")
             && e.contains("unexpected extra")
@@ -162,6 +167,34 @@ fn load_state_dict_round_trips_and_reports_mismatches() {
     );
     // Nothing changed on error.
     assert_eq!(state_dict(&b)[0].1.to_vec(), state_dict(&a)[0].1.to_vec());
+
+    // Lenient: missing and unexpected names are reported, shapes still checked.
+    let e = load_state_dict(&b, &bad, Strictness::Lenient).unwrap_err();
+    assert!(e.to_string().contains("output.weight: shape [6, 3]"), "{e}");
+    bad.remove("output.weight");
+    let c = tiny_net(6);
+    let report = load_state_dict(&c, &bad, Strictness::Lenient).unwrap();
+    assert_eq!(report.missing, ["output.weight", "output.bias"]);
+    assert_eq!(report.unexpected, ["extra"]);
+    assert_eq!(state_dict(&c)[0].1.to_vec(), state_dict(&a)[0].1.to_vec());
+}
+
+#[test]
+fn safetensors_round_trip_through_a_file() {
+    let (a, b) = (tiny_net(4), tiny_net(5));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    save_safetensors(&a, &path, None).unwrap();
+    load_safetensors(&b, &path, Strictness::Strict).unwrap();
+    for ((na, ta), (nb, tb)) in state_dict(&a).iter().zip(state_dict(&b).iter()) {
+        assert_eq!((na, ta.to_vec()), (nb, tb.to_vec()));
+    }
+    let other = Sequential::new().add("x", ReLU);
+    let e = load_safetensors(&other, &path, Strictness::Strict).unwrap_err();
+    assert!(
+        e.to_string().contains("net.safetensors") && e.to_string().contains("unexpected"),
+        "{e}"
+    );
 }
 
 #[test]
