@@ -342,3 +342,50 @@ fn bench_models_prints_json_rows() {
     let bad = gconv(&["bench", "models", "--model", "nonet"], dir.path());
     assert_error(&bad, "unknown model");
 }
+
+#[test]
+fn info_prints_layers_and_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gconv(&["info", "shufflenet_g3_w1", "--json"], dir.path());
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["params"], 1_865_728);
+    assert_eq!(v["macs"], 137_460_672);
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers[0]["name"], "features.init_block.conv");
+    assert_eq!(layers[0]["output_shape"], serde_json::json!([24, 112, 112]));
+
+    let out = gconv(
+        &[
+            "info",
+            "resnext29_32x4d_cifar10",
+            "--input-size",
+            "64",
+            "48",
+        ],
+        dir.path(),
+    );
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("input 3×64×48") && text.contains("1024×16×12"),
+        "{text}"
+    );
+
+    let out = gconv(&["info", "--list"], dir.path());
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l == "shufflenet_g8_wd4"), "{text}");
+
+    assert_error(
+        &gconv(&["info", "shufflenet_g5_w1"], dir.path()),
+        "unknown model",
+    );
+    assert_error(
+        &gconv(
+            &["info", "shufflenet_g1_w1", "--input-size", "0", "9"],
+            dir.path(),
+        ),
+        "positive",
+    );
+}

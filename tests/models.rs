@@ -136,3 +136,57 @@ fn resnext29_runs_on_cifar_images() {
     let y = gconv::no_grad(|| net.forward(&x)).unwrap();
     assert_eq!(y.shape(), [1, 10]);
 }
+
+#[test]
+fn shufflenet_multiply_adds_are_within_two_percent_of_the_paper() {
+    // Zhang et al., Table 1: complexity of the 1× networks at 224×224, MFLOPs.
+    for (g, paper) in [(1, 143.0), (2, 140.0), (3, 137.0), (4, 133.0), (8, 137.0)] {
+        let name = format!("shufflenet_g{g}_w1");
+        let mut net = models::build(&name, &mut rng()).unwrap();
+        net.set_training(false);
+        let s = nn::summary(net.as_ref(), &[3, 224, 224]).unwrap();
+        let m = s.macs as f64 / 1e6;
+        assert!(
+            (m / paper - 1.0).abs() <= 0.02,
+            "{name}: {m:.1} M vs {paper} M"
+        );
+        // Every parameter is used once, and the rows add up.
+        let rows: usize = s.layers.iter().map(|l| l.params).sum();
+        assert_eq!(rows, s.params, "{name}");
+        assert_eq!(s.layers.last().unwrap().output_shape, [1000]);
+    }
+}
+
+#[test]
+fn summary_names_match_the_state_dict_and_place_parameter_free_steps() {
+    let mut net = models::build("resnext29_32x4d_cifar10", &mut rng()).unwrap();
+    net.set_training(false);
+    let s = nn::summary(net.as_ref(), &[3, 32, 32]).unwrap();
+    let names: Vec<&str> = s.layers.iter().map(|l| l.name.as_str()).collect();
+    for want in [
+        "features.init_block.conv",
+        "features.stage1.unit1.identity_conv.conv",
+        "features.stage1.unit1.body.conv2.conv",
+        "features.stage1.unit1.add",
+        "features.stage3.unit3.relu",
+        "features.global_avg_pool2d",
+        "output",
+    ] {
+        assert!(names.contains(&want), "{want} not in {names:?}");
+    }
+    let g32 = s
+        .layers
+        .iter()
+        .find(|l| l.name == "features.stage2.unit1.body.conv2.conv")
+        .unwrap();
+    // 3×3 grouped conv, 256 → 256 channels in 32 groups, stride 2: 16×16 outputs.
+    assert_eq!(
+        (g32.kind.as_str(), g32.output_shape.as_slice()),
+        ("Conv2d 3×3/2 g32", &[256, 16, 16][..])
+    );
+    assert_eq!(g32.macs, 256 * 16 * 16 * 8 * 9);
+    assert_eq!(g32.params, 256 * 8 * 9);
+    // An input the network cannot take is an error, not a panic.
+    let e = nn::summary(net.as_ref(), &[1, 32, 32]).unwrap_err();
+    assert!(e.to_string().contains("channels"), "{e}");
+}

@@ -4,6 +4,7 @@ mod bench;
 mod conv;
 mod demo;
 mod filter;
+mod info;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,7 @@ enum Command {
     Conv(conv::Args),
     Filter(filter::Args),
     Demo(demo::Args),
+    Info(info::Args),
     /// Time gconv's kernels: ms, GFLOP/s, % of machine peak and the ratio to
     /// the reference numbers measured on this machine kind.
     #[command(subcommand)]
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conv(a) => conv::run(a),
         Command::Filter(a) => filter::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Info(a) => info::run(a),
         Command::Bench(w) => bench::run(w),
     }
 }

@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Kind, Linear, Module};
 use crate::ops::{self, Pool2dArgs};
 use crate::tensor::Tensor;
+use crate::tensor::trace::scoped;
 use rand::Rng;
 
 pub struct ConvBlock {
@@ -96,7 +97,8 @@ impl<U: Module> Trunk<U> {
         for unit in self.stages.iter().flatten() {
             y = unit.forward(&y)?;
         }
-        self.output.forward(&ops::global_avg_pool2d(&y)?.flatten()?)
+        let pooled = scoped("features", || ops::global_avg_pool2d(&y))?;
+        self.output.forward(&pooled.flatten()?)
     }
 
     pub fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

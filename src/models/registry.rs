@@ -41,6 +41,27 @@ pub fn names() -> Vec<String> {
     out
 }
 
+/// The nominal input `[C, H, W]` of a registered model: 32×32 for CIFAR
+/// models, 224×224 for ImageNet ones.
+pub fn input_shape(name: &str) -> Result<[usize; 3]> {
+    if !names().iter().any(|n| n == name) {
+        return Err(unknown(name));
+    }
+    let side = if name.ends_with("_cifar10") || name.ends_with("_cifar100") {
+        32
+    } else {
+        224
+    };
+    Ok([3, side, side])
+}
+
+fn unknown(name: &str) -> Error {
+    Error::invalid(format!(
+        "unknown model {name:?}; known models: {}",
+        names().join(", ")
+    ))
+}
+
 /// Builds the named model with freshly initialised weights.
 pub fn build(name: &str, rng: &mut impl Rng) -> Result<Box<dyn Module>> {
     if let Some(&(_, depth, units, card, width, classes)) = RESNEXTS.iter().find(|r| r.0 == name) {
@@ -61,9 +82,6 @@ pub fn build(name: &str, rng: &mut impl Rng) -> Result<Box<dyn Module>> {
             ShuffleNetConfig::new(groups, scale),
             rng,
         )?)),
-        None => Err(Error::invalid(format!(
-            "unknown model {name:?}; known models: {}",
-            names().join(", ")
-        ))),
+        None => Err(unknown(name)),
     }
 }

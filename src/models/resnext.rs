@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::nn::{Kind, Linear, Module};
 use crate::ops;
 use crate::tensor::Tensor;
+use crate::tensor::trace::scoped;
 use rand::Rng;
 
 /// The bottleneck block with the article's parameters: width
@@ -74,7 +75,9 @@ impl Module for ResNeXtUnit {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        ops::relu(&ops::add(&self.body.forward(x)?, &shortcut)?)
+        let body = self.body.forward(x)?;
+        // In summaries: `unit.add`, not `unit.body.conv3.add`.
+        scoped("../..", || ops::relu(&ops::add(&body, &shortcut)?))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
@@ -207,7 +210,7 @@ impl Module for ResNeXt {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut y = self.stem.forward(x)?;
         if !self.config.cifar {
-            y = ops::max_pool2d(&y, POOL_3X3_S2)?;
+            y = scoped("..", || ops::max_pool2d(&y, POOL_3X3_S2))?;
         }
         self.trunk.forward(y)
     }

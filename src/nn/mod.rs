@@ -34,6 +34,7 @@ mod layers;
 mod norm;
 mod sequential;
 mod state;
+mod summary;
 
 pub use conv::{Conv2d, Conv2dConfig};
 pub use layers::{AvgPool2d, ChannelShuffle, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU};
@@ -43,6 +44,7 @@ pub use state::{
     LoadReport, Strictness, load_safetensors, load_state_dict, num_parameters, parameters,
     save_safetensors, state_dict,
 };
+pub use summary::{Layer, Summary, summary};
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -9,6 +9,7 @@
 //! does. Under [`no_grad`] nothing is recorded and nothing is saved.
 
 mod autograd;
+pub mod trace;
 
 pub use autograd::{GradMode, is_grad_enabled, no_grad};
 
@@ -217,11 +218,14 @@ impl Tensor {
         backward: impl Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
         debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        if !autograd::records(inputs) {
-            return Tensor::leaf(data, shape, false);
-        }
-        let out = Tensor::new(Arc::new(RwLock::new(data)), shape, true, true);
-        autograd::attach(&out, name, inputs, backward);
+        let out = if autograd::records(inputs) {
+            let out = Tensor::new(Arc::new(RwLock::new(data)), shape, true, true);
+            autograd::attach(&out, name, inputs, backward);
+            out
+        } else {
+            Tensor::leaf(data, shape, false)
+        };
+        trace::record(name, inputs, &out);
         out
     }
 
@@ -234,6 +238,12 @@ impl Tensor {
     /// Identity of the tensor node (not of its storage).
     fn id(&self) -> usize {
         Arc::as_ptr(&self.0) as usize
+    }
+
+    /// Whether `self` and `other` are the same tensor (clones of one
+    /// another), not merely equal.
+    pub fn same(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 

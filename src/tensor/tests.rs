@@ -64,3 +64,24 @@ fn reshape_shares_storage_and_checks_sizes() {
     assert!(Tensor::from_vec(vec![0.0; 5], &[2, 3]).is_err());
     assert_eq!(x.flatten().unwrap().shape(), [2, 3]);
 }
+
+#[test]
+fn trace_records_ops_in_order_with_their_scope() {
+    use super::trace::{scoped, trace};
+    let a = Tensor::from_vec(vec![1.0, -2.0], &[2])
+        .unwrap()
+        .requires_grad();
+    let (y, ops) = trace(|| {
+        let r = crate::ops::relu(&a).unwrap();
+        scoped("..", || crate::no_grad(|| crate::ops::add(&r, &a).unwrap()))
+    });
+    let seen: Vec<_> = ops
+        .iter()
+        .map(|o| (o.op, o.scope, o.inputs.len()))
+        .collect();
+    assert_eq!(seen, [("relu", None, 1), ("add", Some(".."), 2)]);
+    assert!(ops[1].output.same(&y) && ops[0].inputs[0].same(&a));
+    // Outside a trace nothing is kept.
+    let (_, none) = trace(|| ());
+    assert!(none.is_empty());
+}
