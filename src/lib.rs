@@ -13,6 +13,7 @@
 //! - [`nn`]: modules with named parameters (`Conv2d`, `BatchNorm2d`, …).
 //! - [`random`]: seeded data for benchmarks and demos.
 
+pub mod data;
 pub mod error;
 pub mod filter;
 pub mod io;

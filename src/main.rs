@@ -16,9 +16,18 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("gconv: error: {}", msg.join(": "));
+            // One line: the error and those of its causes that it does not
+            // already spell out.
+            let mut msg = String::new();
+            for cause in e.chain().map(|c| c.to_string()) {
+                if !msg.contains(&cause) {
+                    if !msg.is_empty() {
+                        msg += ": ";
+                    }
+                    msg += &cause;
+                }
+            }
+            eprintln!("gconv: error: {msg}");
             ExitCode::from(2)
         }
     }

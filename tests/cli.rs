@@ -389,3 +389,91 @@ fn info_prints_layers_and_totals() {
         "positive",
     );
 }
+
+#[test]
+fn predict_writes_the_models_logits_and_ranks_images() {
+    use gconv::nn;
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut net = gconv::models::build("shufflenet_g2_wd4", &mut rng).unwrap();
+    nn::save_safetensors(net.as_ref(), dir.path().join("w.safetensors"), None).unwrap();
+    net.set_training(false);
+    let x = gconv::Tensor::uniform(&[3, 3, 40, 36], -1.0, 1.0, &mut rng);
+    let want = gconv::no_grad(|| net.forward(&x)).unwrap().to_vec();
+    let array = ArrayD::from_shape_vec(IxDyn(&[3, 3, 40, 36]), x.to_vec()).unwrap();
+    write_npy(&dir.path().join("x.npy"), &DynArray::F32(array)).unwrap();
+
+    let args = ["predict", "shufflenet_g2_wd4", "--weights", "w.safetensors"];
+    let run = |extra: &[&str]| gconv(&[&args[..], extra].concat(), dir.path());
+    assert_ok(&run(&[
+        "--input",
+        "x.npy",
+        "--output",
+        "y.npy",
+        "--batch-size",
+        "2",
+    ]));
+    let DynArray::F32(y) = read_npy(&dir.path().join("y.npy")).unwrap() else {
+        panic!("float32 logits")
+    };
+    assert_eq!(y.shape(), [3, 1000]);
+    // Batches of 2 and 3 run different kernel splits: the project's bar.
+    let scale = want.iter().fold(1f32, |m, w| m.max(w.abs()));
+    for (g, w) in y.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-4 * scale, "{g} vs {w}");
+    }
+
+    write_test_png(&dir.path().join("img.png"));
+    let labels: String = (0..1000).map(|i| format!("label{i}\n")).collect();
+    std::fs::write(dir.path().join("labels.txt"), labels).unwrap();
+    let out = run(&["--image", "img.png", "--top", "3", "--labels", "labels.txt"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().contains("% ") && text.contains("label"),
+        "{text}"
+    );
+
+    // Bad input: one-line errors, no output file.
+    assert_error(
+        &run(&["--input", "y.npy", "--output", "z.npy"]),
+        "needs [N, 3, H, W]",
+    );
+    assert_error(
+        &run(&["--input", "missing.npy", "--output", "z.npy"]),
+        "missing.npy",
+    );
+    std::fs::write(dir.path().join("short.txt"), "a\nb\n").unwrap();
+    assert_error(
+        &run(&["--image", "img.png", "--labels", "short.txt"]),
+        "2 labels for 1000 classes",
+    );
+    assert!(!dir.path().join("z.npy").exists());
+    let wrong = gconv(
+        &[
+            "predict",
+            "shufflenet_g3_wd4",
+            "--weights",
+            "w.safetensors",
+            "--image",
+            "img.png",
+        ],
+        dir.path(),
+    );
+    assert_error(&wrong, "shape");
+    std::fs::write(dir.path().join("bad.safetensors"), b"garbage").unwrap();
+    let bad = gconv(
+        &[
+            "predict",
+            "shufflenet_g2_wd4",
+            "--weights",
+            "bad.safetensors",
+            "--image",
+            "img.png",
+        ],
+        dir.path(),
+    );
+    assert_error(&bad, "not a safetensors file");
+}

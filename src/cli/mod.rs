@@ -5,6 +5,7 @@ mod conv;
 mod demo;
 mod filter;
 mod info;
+mod predict;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,7 @@ enum Command {
     Filter(filter::Args),
     Demo(demo::Args),
     Info(info::Args),
+    Predict(predict::Args),
     /// Time gconv's kernels: ms, GFLOP/s, % of machine peak and the ratio to
     /// the reference numbers measured on this machine kind.
     #[command(subcommand)]
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Filter(a) => filter::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Bench(w) => bench::run(w),
     }
 }
