@@ -20,12 +20,14 @@ pub mod io;
 pub mod kernels;
 pub mod models;
 pub mod nn;
+pub mod optim;
 
 pub mod ops;
 pub mod random;
 pub mod signal;
 pub mod simd;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use tensor::{Tensor, no_grad};
