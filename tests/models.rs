@@ -73,7 +73,7 @@ fn every_registered_shufflenet_builds_and_bad_names_are_errors() {
     let names = models::names();
     assert_eq!(
         names.iter().filter(|n| n.starts_with("shufflenet")).count(),
-        30
+        60
     );
     for name in names.iter().filter(|n| n.starts_with("shufflenet")) {
         models::build(name, &mut rng()).unwrap_or_else(|e| panic!("{name}: {e}"));

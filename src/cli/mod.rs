@@ -6,6 +6,7 @@ mod demo;
 mod filter;
 mod info;
 mod predict;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Command {
     Demo(demo::Args),
     Info(info::Args),
     Predict(predict::Args),
+    Train(train::TrainArgs),
+    Eval(train::EvalArgs),
     /// Time gconv's kernels: ms, GFLOP/s, % of machine peak and the ratio to
     /// the reference numbers measured on this machine kind.
     #[command(subcommand)]
@@ -50,6 +53,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => demo::run(a),
         Command::Info(a) => info::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Train(a) => train::run_train(a),
+        Command::Eval(a) => train::run_eval(a),
         Command::Bench(w) => bench::run(w),
     }
 }

@@ -8,6 +8,6 @@ mod resnext;
 mod shufflenet;
 
 pub use blocks::ConvBlock;
-pub use registry::{build, input_shape, names};
+pub use registry::{Head, build, build_for, input_shape, names};
 pub use resnext::{ResNeXt, ResNeXtBottleneck, ResNeXtConfig, ResNeXtUnit};
 pub use shufflenet::{ShuffleNet, ShuffleNetConfig, ShuffleUnit};

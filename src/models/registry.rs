@@ -29,12 +29,16 @@ const RESNEXTS: [ResNeXtEntry; 6] = [
     ("resnext101_32x4d", 0, [3, 4, 23, 3], 32, 4, 1000),
 ];
 
-/// Every registered model name.
+/// Every registered model name. ShuffleNets also come with the suffix
+/// `_cifar`: a stem for 28×28 and 32×32 images (3×3 stride-1 conv, no max
+/// pool).
 pub fn names() -> Vec<String> {
     let mut out = Vec::new();
-    for g in [1, 2, 3, 4, 8] {
-        for (suffix, _) in WIDTHS {
-            out.push(format!("shufflenet_g{g}_{suffix}"));
+    for small in ["", "_cifar"] {
+        for g in [1, 2, 3, 4, 8] {
+            for (suffix, _) in WIDTHS {
+                out.push(format!("shufflenet_g{g}_{suffix}{small}"));
+            }
         }
     }
     out.extend(RESNEXTS.iter().map(|r| r.0.to_string()));
@@ -47,11 +51,7 @@ pub fn input_shape(name: &str) -> Result<[usize; 3]> {
     if !names().iter().any(|n| n == name) {
         return Err(unknown(name));
     }
-    let side = if name.ends_with("_cifar10") || name.ends_with("_cifar100") {
-        32
-    } else {
-        224
-    };
+    let side = if name.contains("_cifar") { 32 } else { 224 };
     Ok([3, side, side])
 }
 
@@ -62,26 +62,59 @@ fn unknown(name: &str) -> Error {
     ))
 }
 
-/// Builds the named model with freshly initialised weights.
+/// Builds the named model with freshly initialised weights, for 3-channel
+/// images and the classes of its name (1000 for ImageNet models).
 pub fn build(name: &str, rng: &mut impl Rng) -> Result<Box<dyn Module>> {
+    build_for(name, None, rng)
+}
+
+/// The input channels and classes of a data set, for [`build_for`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub in_channels: usize,
+    pub num_classes: usize,
+}
+
+/// Builds the named model, with the input channels and class count of
+/// `head` when given (pytorchcv's `in_channels` and `num_classes`).
+pub fn build_for(name: &str, head: Option<Head>, rng: &mut impl Rng) -> Result<Box<dyn Module>> {
+    if let Some(h) = head
+        && (h.in_channels == 0 || h.num_classes == 0)
+    {
+        return Err(Error::invalid(format!(
+            "{name}: {} input channels and {} classes",
+            h.in_channels, h.num_classes
+        )));
+    }
     if let Some(&(_, depth, units, card, width, classes)) = RESNEXTS.iter().find(|r| r.0 == name) {
-        let config = if depth > 0 {
+        let mut config = if depth > 0 {
             ResNeXtConfig::cifar(depth, card, width, classes)?
         } else {
             ResNeXtConfig::imagenet(units.to_vec(), card, width)
         };
+        if let Some(h) = head {
+            (config.in_channels, config.num_classes) = (h.in_channels, h.num_classes);
+        }
         return Ok(Box::new(ResNeXt::new(config, rng)?));
     }
-    let shuffle = name.strip_prefix("shufflenet_g").and_then(|rest| {
+    let (base, small_input) = match name.strip_suffix("_cifar") {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    let shuffle = base.strip_prefix("shufflenet_g").and_then(|rest| {
         let (g, suffix) = rest.split_once('_')?;
         let scale = WIDTHS.iter().find(|w| w.0 == suffix)?.1;
         Some((g.parse::<usize>().ok()?, scale))
     });
-    match shuffle {
-        Some((groups, scale)) => Ok(Box::new(ShuffleNet::new(
-            ShuffleNetConfig::new(groups, scale),
-            rng,
-        )?)),
-        None => Err(unknown(name)),
+    let Some((groups, scale)) = shuffle else {
+        return Err(unknown(name));
+    };
+    let mut config = ShuffleNetConfig {
+        small_input,
+        ..ShuffleNetConfig::new(groups, scale)
+    };
+    if let Some(h) = head {
+        (config.in_channels, config.num_classes) = (h.in_channels, h.num_classes);
     }
+    Ok(Box::new(ShuffleNet::new(config, rng)?))
 }

@@ -13,6 +13,9 @@ pub struct TracedOp {
     /// and bias when there is one).
     pub inputs: Vec<Tensor>,
     pub output: Tensor,
+    /// When the operation finished (the time since the previous one is its
+    /// duration, for operations run one after another).
+    pub finished: std::time::Instant,
     /// The scope of the innermost [`scoped`] call around it.
     pub scope: Option<&'static str>,
 }
@@ -77,6 +80,7 @@ pub(super) fn record(op: &'static str, inputs: &[&Tensor], output: &Tensor) {
                 op,
                 inputs: inputs.iter().map(|&x| x.clone()).collect(),
                 output: output.clone(),
+                finished: std::time::Instant::now(),
                 scope: state.scope,
             });
         }

@@ -1,0 +1,59 @@
+//! Evaluation: loss, top-1 and top-5 accuracy and the confusion matrix of
+//! a model (in eval mode) on a data set.
+
+use crate::data::{Dataset, Normalize, batch};
+use crate::error::Result;
+use crate::nn::Module;
+use crate::{no_grad, ops};
+
+/// Results on a data set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Mean cross-entropy (no label smoothing).
+    pub loss: f64,
+    pub top1: f64,
+    pub top5: f64,
+    /// `confusion[true][predicted]` image counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+/// Runs `model` over `data` in batches of `batch_size`. The model should
+/// be in eval mode.
+pub fn evaluate(
+    model: &dyn Module,
+    data: &Dataset,
+    normalize: &Normalize,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    let k = data.classes.len();
+    let mut confusion = vec![vec![0; k]; k];
+    let (mut loss, mut top5) = (0.0, 0usize);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let b = batch(data, chunk, normalize, None)?;
+        let logits = no_grad(|| model.forward(&b.images))?;
+        loss += no_grad(|| ops::cross_entropy(&logits, &b.labels, 0.0))?.item()? as f64
+            * chunk.len() as f64;
+        let scores = logits.to_vec();
+        for (row, &label) in scores.chunks_exact(k).zip(&b.labels) {
+            let rank = row.iter().filter(|&&s| s > row[label]).count();
+            top5 += usize::from(rank < 5);
+            confusion[label][argmax(row)] += 1;
+        }
+    }
+    let n = data.len().max(1) as f64;
+    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+    Ok(Evaluation {
+        loss: loss / n,
+        top1: correct as f64 / n,
+        top5: top5 as f64 / n,
+        confusion,
+    })
+}
+
+/// Index of the largest score (the first on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &s)| if s > row[best] { i } else { best })
+}
