@@ -6,6 +6,7 @@ use super::EpochMetrics;
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
 use std::sync::Once;
@@ -98,6 +99,14 @@ fn line_chart(area: &Area<'_>, what: &str, points: &[(f64, f64, f64)]) -> DrawRe
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_labels((last as usize + 1).min(12))
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
         .y_desc(what)
         .label_style((FONT, 14))
         .draw()?;
@@ -136,39 +145,51 @@ fn confusion_chart(area: &Area<'_>, counts: &[Vec<usize>], classes: &[String]) -
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(120)
-        .build_cartesian_2d(0..k, 0..k)?;
-    let name = |i: &usize| classes.get(*i).cloned().unwrap_or_default();
+        // A segmented range `0..n` has segments 0 to n.
+        .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())?;
+    // Row t is drawn at y = k − 1 − t, so the first class is on top.
+    let row_name = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(y) if *y < k => {
+            let t = k - 1 - y;
+            format!("{} {t}", classes.get(t).map_or("", String::as_str))
+        }
+        _ => String::new(),
+    };
+    let column = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(x) if *x < k => x.to_string(),
+        _ => String::new(),
+    };
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_labels(k)
-        .y_labels(k)
-        .x_label_formatter(&|i| i.to_string())
-        .y_label_formatter(&|i| {
-            format!(
-                "{} {}",
-                name(&(k - 1 - i.min(&(k - 1)))),
-                k - 1 - i.min(&(k - 1))
-            )
-        })
+        .x_labels(k.min(20))
+        .y_labels(k.min(20))
+        .x_label_formatter(&column)
+        .y_label_formatter(&row_name)
         .label_style((FONT, 12))
         .draw()?;
     for (t, row) in counts.iter().enumerate() {
         let total = row.iter().sum::<usize>().max(1) as f64;
+        let y = k - 1 - t;
         for (p, &c) in row.iter().enumerate() {
             let f = c as f64 / total;
             let shade = (255.0 * (1.0 - f)) as u8;
-            let y = k - 1 - t;
             chart.draw_series(std::iter::once(Rectangle::new(
-                [(p, y), (p + 1, y + 1)],
+                [
+                    (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(p + 1), SegmentValue::Exact(y + 1)),
+                ],
                 RGBColor(shade, shade, 255).filled(),
             )))?;
             if k <= 20 {
                 let colour = if f > 0.5 { WHITE } else { BLACK };
                 chart.draw_series(std::iter::once(Text::new(
                     c.to_string(),
-                    (p, y + 1),
-                    (FONT, 11).into_font().color(&colour),
+                    (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
+                    (FONT, 11)
+                        .into_font()
+                        .color(&colour)
+                        .pos(Pos::new(HPos::Center, VPos::Center)),
                 )))?;
             }
         }
