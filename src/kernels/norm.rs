@@ -1,7 +1,9 @@
 //! Batch normalisation over NCHW data (PyTorch `batch_norm`), per channel:
 //! `y = (x − mean) · invstd · γ + β` with `invstd = 1 / sqrt(var + eps)`.
-//! Statistics are summed in float64; one parallel task per channel.
+//! Statistics are summed per plane in float32 lanes, per channel in
+//! float64, in a fixed order (deterministic for any thread count).
 
+use crate::simd::{Fma, Isa};
 use rayon::prelude::*;
 
 /// Data layout: `batch` images of `channels` planes of `plane` values.
@@ -13,40 +15,71 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The values of channel `c` in image `n`.
-    fn slice<'a>(&self, x: &'a [f32], n: usize, c: usize) -> &'a [f32] {
-        &x[(n * self.channels + c) * self.plane..][..self.plane]
-    }
-
     /// Values per channel (`batch · plane`).
     pub fn per_channel(&self) -> usize {
         self.batch * self.plane
     }
 
-    /// `Σ f(x[n, c, ·])` over the images, in float64, for every channel.
-    fn channel_sums(&self, f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-        (0..self.channels)
-            .into_par_iter()
-            .map(|c| (0..self.batch).map(|n| f(n, c)).sum())
-            .collect()
+    /// Planes handed to one task: enough values to amortise it.
+    fn planes_per_task(&self) -> usize {
+        (MIN_TASK / self.plane.max(1)).max(1)
+    }
+
+    /// `f(plane index, plane)` for every `(image, channel)` plane of `x`,
+    /// in parallel; the results per channel summed in float64 in image
+    /// order (deterministic).
+    fn channel_sums<const K: usize>(
+        &self,
+        x: &[f32],
+        f: impl Fn(usize, &[f32]) -> [f32; K] + Sync,
+    ) -> Vec<[f64; K]> {
+        let planes: Vec<[f32; K]> = x
+            .par_chunks(self.plane)
+            .enumerate()
+            .with_min_len(self.planes_per_task())
+            .map(|(i, plane)| f(i, plane))
+            .collect();
+        let mut sums = vec![[0f64; K]; self.channels];
+        for (i, p) in planes.iter().enumerate() {
+            let s = &mut sums[i % self.channels];
+            for k in 0..K {
+                s[k] += p[k] as f64;
+            }
+        }
+        sums
+    }
+
+    /// `f(plane index, output plane)` for every plane of `out`, in parallel.
+    fn each_plane(&self, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+        out.par_chunks_mut(self.plane)
+            .enumerate()
+            .with_min_len(self.planes_per_task())
+            .for_each(|(i, o)| f(i, o));
     }
 }
 
+/// Values one parallel task should cover at least.
+const MIN_TASK: usize = 1 << 13;
+
 /// Per-channel mean and biased variance (divided by `batch · plane`).
+/// Planes are summed in float32 lanes around a per-channel reference value
+/// (the channel's first value, which keeps the squares small), channels in
+/// float64.
 pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let m = l.per_channel() as f64;
-    let mean = l.channel_sums(|n, c| l.slice(x, n, c).iter().map(|&v| v as f64).sum());
-    let mean: Vec<f64> = mean.into_iter().map(|s| s / m).collect();
-    let var = l.channel_sums(|n, c| {
-        l.slice(x, n, c)
-            .iter()
-            .map(|&v| (v as f64 - mean[c]).powi(2))
-            .sum()
+    let reference: Vec<f32> = (0..l.channels).map(|c| x[c * l.plane]).collect();
+    let sums = l.channel_sums(x, |i, plane| {
+        let mut out = [0f32; 2];
+        centered_moments_isa(Isa::best(), plane, reference[i % l.channels], &mut out);
+        out
     });
-    (
-        mean.iter().map(|&v| v as f32).collect(),
-        var.iter().map(|&v| (v / m) as f32).collect(),
-    )
+    sums.iter()
+        .zip(&reference)
+        .map(|(&[s1, s2], &r)| {
+            let d = s1 / m;
+            ((r as f64 + d) as f32, (s2 / m - d * d).max(0.0) as f32)
+        })
+        .unzip()
 }
 
 /// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent).
@@ -58,14 +91,13 @@ pub fn normalize(
     affine: Option<(&[f32], &[f32])>,
     y: &mut [f32],
 ) {
-    y.par_chunks_mut(l.plane).enumerate().for_each(|(i, out)| {
+    l.each_plane(y, |i, out| {
         let c = i % l.channels;
         let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
         let scale = invstd[c] * g;
         let shift = b - mean[c] * scale;
-        for (o, &v) in out.iter_mut().zip(&x[i * l.plane..][..l.plane]) {
-            *o = v * scale + shift;
-        }
+        let x = &x[i * l.plane..][..l.plane];
+        axpb_isa(Isa::best(), x, scale, x, 0.0, shift, out);
     });
 }
 
@@ -85,32 +117,36 @@ pub fn backward(
     training: bool,
     dx: Option<&mut [f32]>,
 ) -> (Vec<f32>, Vec<f32>) {
-    let sum_dy = l.channel_sums(|n, c| l.slice(dy, n, c).iter().map(|&v| v as f64).sum());
-    let sum_dy_xhat = l.channel_sums(|n, c| {
-        let (xs, gs) = (l.slice(x, n, c), l.slice(dy, n, c));
-        let dot: f64 = xs
-            .iter()
-            .zip(gs)
-            .map(|(&v, &g)| (v - mean[c]) as f64 * g as f64)
-            .sum();
-        dot * invstd[c] as f64
+    let sums = l.channel_sums(dy, |i, g| {
+        let c = i % l.channels;
+        let mut out = [0f32; 2];
+        let x = &x[i * l.plane..][..l.plane];
+        centered_dot_isa(Isa::best(), x, g, mean[c], &mut out);
+        out
     });
+    let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
+    let sum_dy_xhat: Vec<f64> = sums
+        .iter()
+        .zip(invstd)
+        .map(|(s, &k)| s[1] * k as f64)
+        .collect();
     if let Some(dx) = dx {
         let m = l.per_channel() as f64;
-        dx.par_chunks_mut(l.plane).enumerate().for_each(|(i, out)| {
+        l.each_plane(dx, |i, out| {
             let c = i % l.channels;
             let k = gamma.map_or(1.0, |g| g[c]) * invstd[c];
             let (xs, gs) = (&x[i * l.plane..][..l.plane], &dy[i * l.plane..][..l.plane]);
             if !training {
-                out.iter_mut().zip(gs).for_each(|(o, &g)| *o = k * g);
+                axpb_isa(Isa::best(), gs, k, gs, 0.0, 0.0, out);
                 return;
             }
+            // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
+            //   = k · g + a · x + b
             let mean_dy = (sum_dy[c] / m) as f32;
             let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
-            for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
-                let xhat = (v - mean[c]) * invstd[c];
-                *o = k * (g - mean_dy - xhat * mean_dy_xhat);
-            }
+            let a = -k * invstd[c] * mean_dy_xhat;
+            let b = -k * mean_dy - a * mean[c];
+            axpb_isa(Isa::best(), gs, k, xs, a, b, out);
         });
     }
     (
@@ -118,3 +154,61 @@ pub fn backward(
         sum_dy.iter().map(|&v| v as f32).collect(),
     )
 }
+
+const LANES: usize = 16;
+
+/// `out = [Σ (x − r), Σ (x − r)²]`, in 16 float32 lanes.
+#[inline(always)]
+fn centered_moments<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) {
+    let mut s1 = [T::zero(); LANES];
+    let mut s2 = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let (mut t1, mut t2) = (T::zero(), T::zero());
+    for &v in chunks.remainder() {
+        let d = v - r;
+        t1 = t1 + d;
+        t2 = d.fma(d, t2);
+    }
+    for chunk in chunks {
+        for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(chunk) {
+            let d = v - r;
+            *a = *a + d;
+            *b = d.fma(d, *b);
+        }
+    }
+    out[0] = s1.iter().fold(t1, |s, &v| s + v);
+    out[1] = s2.iter().fold(t2, |s, &v| s + v);
+}
+
+/// `out = [Σ g, Σ (x − mean) · g]`, in 16 float32 lanes.
+#[inline(always)]
+fn centered_dot<T: Fma>(x: &[T], g: &[T], mean: T, out: &mut [T; 2]) {
+    let mut s1 = [T::zero(); LANES];
+    let mut s2 = [T::zero(); LANES];
+    let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
+    let (mut t1, mut t2) = (T::zero(), T::zero());
+    for (&v, &g) in xc.remainder().iter().zip(gc.remainder()) {
+        t1 = t1 + g;
+        t2 = (v - mean).fma(g, t2);
+    }
+    for (xs, gs) in xc.zip(gc) {
+        for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
+            *a = *a + g;
+            *b = (v - mean).fma(g, *b);
+        }
+    }
+    out[0] = s1.iter().fold(t1, |s, &v| s + v);
+    out[1] = s2.iter().fold(t2, |s, &v| s + v);
+}
+
+/// `out = k · u + a · v + b`.
+#[inline(always)]
+fn axpb<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, out: &mut [T]) {
+    for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
+        *o = u.fma(k, v.fma(a, b));
+    }
+}
+
+crate::dispatch!(fn centered_moments_isa<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) => centered_moments);
+crate::dispatch!(fn centered_dot_isa<T: Fma>(x: &[T], g: &[T], mean: T, out: &mut [T; 2]) => centered_dot);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, out: &mut [T]) => axpb);

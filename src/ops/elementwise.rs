@@ -8,7 +8,7 @@ use rayon::prelude::*;
 /// task, small enough to spread a layer over the threads).
 const CHUNK: usize = 1 << 14;
 
-/// `max(x, 0)`; the gradient passes where the output is positive.
+/// `max(x, 0)`; the gradient passes where the input is positive.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let y: Vec<f32> = x
         .data()
@@ -16,25 +16,22 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         .with_min_len(CHUNK)
         .map(|v| v.max(0.0))
         .collect();
-    let out = y.clone();
-    let saved = Tensor::records(&[x]).then_some(out);
+    // The input (shared, not copied) decides where the gradient passes.
+    let saved = Tensor::records(&[x]).then(|| x.clone());
     Ok(Tensor::from_op(
         "relu",
         y,
         x.shape().to_vec(),
         &[x],
         move |dy, _| {
-            let y = saved.as_deref().unwrap_or_default();
-            let mut dx = dy.to_vec();
-            dx.par_chunks_mut(CHUNK)
-                .zip(y.par_chunks(CHUNK))
-                .for_each(|(d, y)| {
-                    d.iter_mut().zip(y).for_each(|(d, &y)| {
-                        if y <= 0.0 {
-                            *d = 0.0
-                        }
-                    })
-                });
+            let x = saved.as_ref().map(|x| x.data());
+            let x = x.as_deref().map_or(&[][..], |v| v.as_slice());
+            let dx = dy
+                .par_iter()
+                .zip(x.par_iter())
+                .with_min_len(CHUNK)
+                .map(|(&d, &x)| if x > 0.0 { d } else { 0.0 })
+                .collect();
             Ok(vec![Some(dx)])
         },
     ))
