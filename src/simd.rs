@@ -177,7 +177,7 @@ pub fn sum<T: Scalar>(a: &[T]) -> T {
 /// Floating-point types with a fused multiply-add: one instruction (and
 /// one rounding) where the [`Isa`] has FMA, as every vector level here
 /// does.
-pub trait Fma: Scalar + std::ops::Sub<Output = Self> {
+pub trait Fma: Scalar + std::ops::Sub<Output = Self> + PartialOrd {
     /// `self · a + b`, rounded once.
     fn fma(self, a: Self, b: Self) -> Self;
 }

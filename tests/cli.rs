@@ -477,3 +477,37 @@ fn predict_writes_the_models_logits_and_ranks_images() {
     );
     assert_error(&bad, "not a safetensors file");
 }
+
+#[test]
+fn bench_train_prints_json_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gconv(
+        &[
+            "bench",
+            "train",
+            "--model",
+            "shufflenet_g1_wd4_cifar",
+            "--batch-size",
+            "4",
+            "--input-size",
+            "16",
+            "16",
+            "--repeat",
+            "1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_ok(&out);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(
+        (row["model"].as_str(), row["batch_size"].as_u64()),
+        (Some("shufflenet_g1_wd4_cifar"), Some(4))
+    );
+    assert!(row["ms"].as_f64().unwrap() > 0.0 && row["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_error(
+        &gconv(&["bench", "train", "--model", "nope"], dir.path()),
+        "unknown model",
+    );
+}

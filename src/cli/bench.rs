@@ -22,7 +22,38 @@ pub enum Which {
     /// batch latency and throughput, against PyTorch 2.15 and ONNX Runtime
     /// 1.32 at batch 1 (ANCHORS.md).
     Models(ModelsArgs),
+    /// Training steps (forward, backward, SGD-momentum update) on random
+    /// data, against PyTorch 2.15's images/s (ANCHORS.md).
+    Train(TrainArgs),
 }
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Models to time (repeatable); default: shufflenet_g1_w1, g3_w1, g8_w1
+    /// at batch 32 and resnext29_32x4d_cifar10 at batch 64.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Images per step (default: 64 for CIFAR models, 32 otherwise).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Input height and width (default: the model's nominal size).
+    #[arg(long, num_args = 2, value_names = ["H", "W"])]
+    input_size: Option<Vec<usize>>,
+    /// Timed steps per model (the median is reported), after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Print one JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Training throughput of ANCHORS.md, images/s: (model, batch, PyTorch 2.15).
+const TRAIN_REFERENCE: [(&str, usize, f64); 4] = [
+    ("shufflenet_g1_w1", 32, 71.6),
+    ("shufflenet_g3_w1", 32, 28.2),
+    ("shufflenet_g8_w1", 32, 23.6),
+    ("resnext29_32x4d_cifar10", 64, 17.7),
+];
 
 #[derive(clap::Args, Debug)]
 pub struct ModelsArgs {
@@ -104,6 +135,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Signal(args) => signal(args),
         Which::Layers(args) => layers(args),
         Which::Models(args) => models(args),
+        Which::Train(args) => train_steps(args),
     }
 }
 
@@ -358,6 +390,87 @@ fn models(args: ModelsArgs) -> Result<()> {
             "images_per_s": images_per_s,
             "pytorch_ms": torch,
             "onnxruntime_ms": ort,
+        }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+fn train_steps(args: TrainArgs) -> Result<()> {
+    use gconv::nn;
+    use gconv::optim::{Sgd, SgdConfig};
+    use rand::{Rng, SeedableRng};
+    anyhow::ensure!(args.repeat >= 1, "--repeat must be at least 1");
+    let names = if args.models.is_empty() {
+        TRAIN_REFERENCE.iter().map(|r| r.0.to_string()).collect()
+    } else {
+        args.models.clone()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut rows = Vec::new();
+    if !args.json {
+        println!(
+            "training step (forward, backward, SGD momentum), float32, {} threads, median of {}",
+            rayon::current_num_threads(),
+            args.repeat
+        );
+        println!(
+            "{:<26} {:>6} {:>9} {:>10} {:>10} {:>9}",
+            "model", "batch", "ms", "images/s", "torch i/s", "× torch"
+        );
+    }
+    for name in &names {
+        let [c, mut h, mut w] = gconv::models::input_shape(name)?;
+        if let Some(hw) = &args.input_size {
+            anyhow::ensure!(hw.iter().all(|&s| s > 0), "--input-size must be positive");
+            (h, w) = (hw[0], hw[1]);
+        }
+        let batch = args
+            .batch_size
+            .unwrap_or(if name.contains("cifar") { 64 } else { 32 });
+        anyhow::ensure!(batch >= 2, "--batch-size must be at least 2 (batch norm)");
+        let net = gconv::models::build(name, &mut rng)?;
+        let mut opt = Sgd::new(nn::parameters(net.as_ref()), SgdConfig::default())?;
+        let x = gconv::Tensor::randn(&[batch, c, h, w], &mut rng);
+        let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+        let mut error = None;
+        let ms = median_ms(args.repeat, || {
+            let mut step = || -> gconv::Result<()> {
+                opt.zero_grad();
+                let loss = gconv::ops::cross_entropy(&net.forward(&x)?, &labels, 0.0)?;
+                loss.backward()?;
+                opt.step(0.01);
+                Ok(())
+            };
+            if let Err(e) = step() {
+                error = Some(e);
+            }
+        });
+        if let Some(e) = error {
+            return Err(e.into());
+        }
+        let images_per_s = batch as f64 / (ms / 1e3);
+        let torch = TRAIN_REFERENCE
+            .iter()
+            .find(|r| r.0 == name.as_str() && r.1 == batch && args.input_size.is_none())
+            .map(|r| r.2);
+        if !args.json {
+            let show = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{v:.1}"));
+            let ratio = torch.map_or("—".to_string(), |t| format!("{:.2}×", images_per_s / t));
+            println!(
+                "{name:<26} {batch:>6} {ms:>9.1} {images_per_s:>10.1} {:>10} {ratio:>9}",
+                show(torch)
+            );
+        }
+        rows.push(json!({
+            "model": name,
+            "batch_size": batch,
+            "input_size": [h, w],
+            "ms": ms,
+            "images_per_s": images_per_s,
+            "pytorch_images_per_s": torch,
         }));
     }
     if args.json {

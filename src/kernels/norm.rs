@@ -82,28 +82,42 @@ pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
         .unzip()
 }
 
-/// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent).
+/// Per channel, the affine map of the normalisation:
+/// `y = x · scale + shift` with `scale = invstd · γ`, `shift = β − mean · scale`.
+fn scale_shift(
+    mean: &[f32],
+    invstd: &[f32],
+    affine: Option<(&[f32], &[f32])>,
+    c: usize,
+) -> (f32, f32) {
+    let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
+    let scale = invstd[c] * g;
+    (scale, b - mean[c] * scale)
+}
+
+/// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), followed
+/// by `max(y, 0)` when `relu` (the fused `relu(batch_norm(x))`).
 pub fn normalize(
     l: &Layout,
     x: &[f32],
     mean: &[f32],
     invstd: &[f32],
     affine: Option<(&[f32], &[f32])>,
+    relu: bool,
     y: &mut [f32],
 ) {
     l.each_plane(y, |i, out| {
-        let c = i % l.channels;
-        let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
-        let scale = invstd[c] * g;
-        let shift = b - mean[c] * scale;
+        let (scale, shift) = scale_shift(mean, invstd, affine, i % l.channels);
         let x = &x[i * l.plane..][..l.plane];
-        axpb_isa(Isa::best(), x, scale, x, 0.0, shift, out);
+        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+        affine_max_isa(Isa::best(), x, scale, shift, floor, out);
     });
 }
 
-/// Gradients of `Σ dy · batch_norm(x)`: `dγ = Σ dy · x̂`, `dβ = Σ dy`, and
-/// `dx` (when given). With batch statistics (`training`) the mean and
-/// variance depend on `x`:
+/// Gradients of `Σ dy · batch_norm(x)` (or of `Σ dy · relu(batch_norm(x))`
+/// when `relu`: `dy` counts only where the normalised value is positive):
+/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when given). With batch
+/// statistics (`training`) the mean and variance depend on `x`:
 /// `dx = γ · invstd · (dy − Σdy / M − x̂ · Σ(dy · x̂) / M)`;
 /// with running statistics `dx = γ · invstd · dy`.
 #[allow(clippy::too_many_arguments)]
@@ -113,15 +127,18 @@ pub fn backward(
     dy: &[f32],
     mean: &[f32],
     invstd: &[f32],
-    gamma: Option<&[f32]>,
+    affine: Option<(&[f32], &[f32])>,
     training: bool,
+    relu: bool,
     dx: Option<&mut [f32]>,
 ) -> (Vec<f32>, Vec<f32>) {
+    // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
+    let mask = |c: usize| relu.then(|| scale_shift(mean, invstd, affine, c));
     let sums = l.channel_sums(dy, |i, g| {
         let c = i % l.channels;
         let mut out = [0f32; 2];
         let x = &x[i * l.plane..][..l.plane];
-        centered_dot_isa(Isa::best(), x, g, mean[c], &mut out);
+        centered_dot_isa(Isa::best(), x, g, mean[c], mask(c), &mut out);
         out
     });
     let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
@@ -134,19 +151,19 @@ pub fn backward(
         let m = l.per_channel() as f64;
         l.each_plane(dx, |i, out| {
             let c = i % l.channels;
-            let k = gamma.map_or(1.0, |g| g[c]) * invstd[c];
+            let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
             let (xs, gs) = (&x[i * l.plane..][..l.plane], &dy[i * l.plane..][..l.plane]);
-            if !training {
-                axpb_isa(Isa::best(), gs, k, gs, 0.0, 0.0, out);
-                return;
-            }
             // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
-            //   = k · g + a · x + b
-            let mean_dy = (sum_dy[c] / m) as f32;
-            let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
-            let a = -k * invstd[c] * mean_dy_xhat;
-            let b = -k * mean_dy - a * mean[c];
-            axpb_isa(Isa::best(), gs, k, xs, a, b, out);
+            //   = k · g + a · x + b   (a = b = 0 with running statistics)
+            let (a, b) = if training {
+                let mean_dy = (sum_dy[c] / m) as f32;
+                let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
+                let a = -k * invstd[c] * mean_dy_xhat;
+                (a, -k * mean_dy - a * mean[c])
+            } else {
+                (0.0, 0.0)
+            };
+            axpb_isa(Isa::best(), gs, k, xs, a, b, mask(c), out);
         });
     }
     (
@@ -180,35 +197,77 @@ fn centered_moments<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) {
     out[1] = s2.iter().fold(t2, |s, &v| s + v);
 }
 
-/// `out = [Σ g, Σ (x − mean) · g]`, in 16 float32 lanes.
+/// `out = [Σ g, Σ (x − mean) · g]`, in 16 float32 lanes; with a mask
+/// `(scale, shift)`, `g` counts only where `x · scale + shift > 0`.
 #[inline(always)]
-fn centered_dot<T: Fma>(x: &[T], g: &[T], mean: T, out: &mut [T; 2]) {
+fn centered_dot<T: Fma>(x: &[T], g: &[T], mean: T, mask: Option<(T, T)>, out: &mut [T; 2]) {
     let mut s1 = [T::zero(); LANES];
     let mut s2 = [T::zero(); LANES];
     let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
     let (mut t1, mut t2) = (T::zero(), T::zero());
+    let pass = |v: T, g: T| match mask {
+        Some((s, t)) if v.fma(s, t) <= T::zero() => T::zero(),
+        _ => g,
+    };
     for (&v, &g) in xc.remainder().iter().zip(gc.remainder()) {
+        let g = pass(v, g);
         t1 = t1 + g;
         t2 = (v - mean).fma(g, t2);
     }
-    for (xs, gs) in xc.zip(gc) {
-        for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
-            *a = *a + g;
-            *b = (v - mean).fma(g, *b);
+    if mask.is_some() {
+        for (xs, gs) in xc.zip(gc) {
+            for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
+                let g = pass(v, g);
+                *a = *a + g;
+                *b = (v - mean).fma(g, *b);
+            }
+        }
+    } else {
+        for (xs, gs) in xc.zip(gc) {
+            for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
+                *a = *a + g;
+                *b = (v - mean).fma(g, *b);
+            }
         }
     }
     out[0] = s1.iter().fold(t1, |s, &v| s + v);
     out[1] = s2.iter().fold(t2, |s, &v| s + v);
 }
 
-/// `out = k · u + a · v + b`.
+/// `out = k · u' + a · v + b`, where `u' = u`, or with a mask
+/// `(scale, shift)`, `u` where `v · scale + shift > 0` and 0 elsewhere.
 #[inline(always)]
-fn axpb<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, out: &mut [T]) {
-    for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
-        *o = u.fma(k, v.fma(a, b));
+#[allow(clippy::too_many_arguments)]
+fn axpb<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, mask: Option<(T, T)>, out: &mut [T]) {
+    match mask {
+        None => {
+            for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
+                *o = u.fma(k, v.fma(a, b));
+            }
+        }
+        Some((s, t)) => {
+            for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
+                let u = if v.fma(s, t) > T::zero() {
+                    u
+                } else {
+                    T::zero()
+                };
+                *o = u.fma(k, v.fma(a, b));
+            }
+        }
+    }
+}
+
+/// `out = max(x · scale + shift, floor)`.
+#[inline(always)]
+fn affine_max<T: Fma>(x: &[T], scale: T, shift: T, floor: T, out: &mut [T]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        let y = v.fma(scale, shift);
+        *o = if y > floor { y } else { floor };
     }
 }
 
 crate::dispatch!(fn centered_moments_isa<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) => centered_moments);
-crate::dispatch!(fn centered_dot_isa<T: Fma>(x: &[T], g: &[T], mean: T, out: &mut [T; 2]) => centered_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, out: &mut [T]) => axpb);
+crate::dispatch!(fn centered_dot_isa<T: Fma>(x: &[T], g: &[T], mean: T, mask: Option<(T, T)>, out: &mut [T; 2]) => centered_dot);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, mask: Option<(T, T)>, out: &mut [T]) => axpb);
+crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], scale: T, shift: T, floor: T, out: &mut [T]) => affine_max);

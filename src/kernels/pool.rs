@@ -58,6 +58,12 @@ impl PoolShape {
         oh * ow
     }
 
+    /// Planes handed to one parallel task: small planes are grouped so
+    /// that a task has a few thousand outputs.
+    fn planes_per_task(&self) -> usize {
+        (4096 / self.out_plane().max(1)).max(1)
+    }
+
     fn check(&self, x: usize, y: usize) -> Result<()> {
         let (xl, yl) = (
             self.planes * self.in_plane(),
@@ -129,6 +135,7 @@ pub fn max_forward(
     y.par_chunks_mut(op)
         .zip(argmax.par_chunks_mut(op))
         .enumerate()
+        .with_min_len(s.planes_per_task())
         .for_each(|(p, (out, arg))| {
             let plane = &x[p * ip..][..ip];
             s.each_window(|o, idx, _| {
@@ -149,12 +156,15 @@ pub fn max_forward(
 pub fn max_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -> Result<()> {
     s.check(dx.len(), dy.len())?;
     let (ip, op) = (s.in_plane(), s.out_plane());
-    dx.par_chunks_mut(ip).enumerate().for_each(|(p, plane)| {
-        plane.fill(0.0);
-        for (&g, &a) in dy[p * op..][..op].iter().zip(&argmax[p * op..][..op]) {
-            plane[a as usize] += g;
-        }
-    });
+    dx.par_chunks_mut(ip)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each(|(p, plane)| {
+            plane.fill(0.0);
+            for (&g, &a) in dy[p * op..][..op].iter().zip(&argmax[p * op..][..op]) {
+                plane[a as usize] += g;
+            }
+        });
     Ok(())
 }
 
@@ -163,12 +173,15 @@ pub fn max_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -
 pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
     let (ip, op) = (s.in_plane(), s.out_plane());
-    y.par_chunks_mut(op).enumerate().for_each(|(p, out)| {
-        let plane = &x[p * ip..][..ip];
-        s.each_window(|o, idx, div| {
-            out[o] = idx.iter().map(|&i| plane[i]).sum::<f32>() / div as f32;
+    y.par_chunks_mut(op)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each(|(p, out)| {
+            let plane = &x[p * ip..][..ip];
+            s.each_window(|o, idx, div| {
+                out[o] = idx.iter().map(|&i| plane[i]).sum::<f32>() / div as f32;
+            });
         });
-    });
     Ok(())
 }
 
@@ -176,14 +189,17 @@ pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
 pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check(dx.len(), dy.len())?;
     let (ip, op) = (s.in_plane(), s.out_plane());
-    dx.par_chunks_mut(ip).enumerate().for_each(|(p, plane)| {
-        plane.fill(0.0);
-        let grads = &dy[p * op..][..op];
-        s.each_window(|o, idx, div| {
-            let g = grads[o] / div as f32;
-            idx.iter().for_each(|&i| plane[i] += g);
+    dx.par_chunks_mut(ip)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each(|(p, plane)| {
+            plane.fill(0.0);
+            let grads = &dy[p * op..][..op];
+            s.each_window(|o, idx, div| {
+                let g = grads[o] / div as f32;
+                idx.iter().for_each(|&i| plane[i] += g);
+            });
         });
-    });
     Ok(())
 }
 

@@ -3,11 +3,12 @@
 //! Output channel `j · g + i` is input channel `i · C/g + j`.
 
 use crate::error::{Error, Result};
+use rayon::prelude::*;
 
 /// Shuffles `x` (`[batch, channels, plane]` with `plane = H · W`) into `y`.
 /// Its gradient is the shuffle with `channels / groups` groups (the inverse
 /// permutation).
-pub fn channel_shuffle<T: Copy>(
+pub fn channel_shuffle<T: Copy + Send + Sync>(
     x: &[T],
     y: &mut [T],
     batch: usize,
@@ -29,18 +30,17 @@ pub fn channel_shuffle<T: Copy>(
         )));
     }
     let per = channels / groups;
-    for (xs, ys) in x
-        .chunks_exact(channels * plane)
-        .zip(y.chunks_exact_mut(channels * plane))
-    {
-        for i in 0..groups {
-            for j in 0..per {
-                let src = (i * per + j) * plane;
-                let dst = (j * groups + i) * plane;
-                ys[dst..dst + plane].copy_from_slice(&xs[src..src + plane]);
+    x.par_chunks_exact(channels * plane)
+        .zip(y.par_chunks_exact_mut(channels * plane))
+        .for_each(|(xs, ys)| {
+            for i in 0..groups {
+                for j in 0..per {
+                    let src = (i * per + j) * plane;
+                    let dst = (j * groups + i) * plane;
+                    ys[dst..dst + plane].copy_from_slice(&xs[src..src + plane]);
+                }
             }
-        }
-    }
+        });
     Ok(())
 }
 

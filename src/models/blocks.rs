@@ -61,8 +61,12 @@ pub(crate) fn kaiming_conv(
 
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.bn.forward(&self.conv.forward(x)?)?;
-        if self.relu { ops::relu(&y) } else { Ok(y) }
+        let y = self.conv.forward(x)?;
+        if self.relu {
+            self.bn.forward_relu(&y)
+        } else {
+            self.bn.forward(&y)
+        }
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

@@ -130,11 +130,9 @@ impl ShuffleUnit {
 
 impl Module for ShuffleUnit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = ops::relu(
-            &self
-                .compress_bn1
-                .forward(&self.compress_conv1.forward(x)?)?,
-        )?;
+        let y = self
+            .compress_bn1
+            .forward_relu(&self.compress_conv1.forward(x)?)?;
         let y = ops::channel_shuffle(&y, self.groups)?;
         let y = self.dw_bn2.forward(&self.dw_conv2.forward(&y)?)?;
         let y = self.expand_bn3.forward(&self.expand_conv3.forward(&y)?)?;
@@ -218,7 +216,7 @@ impl ShuffleNet {
 
 impl Module for ShuffleNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = ops::relu(&self.stem_bn.forward(&self.stem_conv.forward(x)?)?)?;
+        let mut y = self.stem_bn.forward_relu(&self.stem_conv.forward(x)?)?;
         if !self.config.small_input {
             y = ops::max_pool2d(&y, POOL_3X3_S2)?;
         }

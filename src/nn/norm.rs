@@ -43,12 +43,18 @@ impl BatchNorm2d {
     }
 }
 
-impl Module for BatchNorm2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl BatchNorm2d {
+    /// `relu(self.forward(x))` in one pass (forward and backward).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let args = BatchNormArgs {
             training: self.training,
             momentum: self.momentum,
             eps: self.eps,
+            relu,
         };
         let y = ops::batch_norm(
             x,
@@ -60,6 +66,12 @@ impl Module for BatchNorm2d {
             self.num_batches_tracked.data_mut()[0] += 1.0;
         }
         Ok(y)
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, false)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

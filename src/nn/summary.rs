@@ -149,6 +149,7 @@ fn kind(op: &TracedOp) -> String {
             s
         }
         "batch_norm" => "BatchNorm2d".into(),
+        "batch_norm_relu" => "BatchNorm2d+ReLU".into(),
         "relu" => "ReLU".into(),
         "linear" => "Linear".into(),
         "channel_shuffle" => "ChannelShuffle".into(),

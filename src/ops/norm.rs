@@ -13,6 +13,9 @@ pub struct BatchNormArgs {
     /// Weight of the new batch statistic in the running averages.
     pub momentum: f32,
     pub eps: f32,
+    /// Apply ReLU to the result in the same pass (`relu(batch_norm(x))`,
+    /// the conv–BN–ReLU blocks of both networks).
+    pub relu: bool,
 }
 
 impl Default for BatchNormArgs {
@@ -21,6 +24,7 @@ impl Default for BatchNormArgs {
             training: true,
             momentum: 0.1,
             eps: 1e-5,
+            relu: false,
         }
     }
 }
@@ -95,30 +99,36 @@ pub fn batch_norm(
     {
         let ad = affine.map(|(w, b)| (w.data(), b.data()));
         let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
-        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, &mut y);
+        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu, &mut y);
     }
     let mut inputs = vec![x];
     if let Some((w, b)) = affine {
         inputs.extend([w, b]);
     }
     let xs = x.clone();
-    let gamma = affine.map(|(w, _)| w.clone());
+    let affine_saved = affine.map(|(w, b)| (w.clone(), b.clone()));
     Ok(Tensor::from_op(
-        "batch_norm",
+        if args.relu {
+            "batch_norm_relu"
+        } else {
+            "batch_norm"
+        },
         y,
         x.shape().to_vec(),
         &inputs,
         move |dy, needs| {
             let mut dx = needs[0].then(|| vec![0f32; dy.len()]);
-            let gd = gamma.as_ref().map(|g| g.data());
+            let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
+            let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
             let (dgamma, dbeta) = kernel::backward(
                 &l,
                 &xs.data(),
                 dy,
                 &mean,
                 &invstd,
-                gd.as_deref().map(|v| v.as_slice()),
+                aff,
                 args.training,
+                args.relu,
                 dx.as_deref_mut(),
             );
             Ok(vec![dx, Some(dgamma), Some(dbeta)])

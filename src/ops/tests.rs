@@ -157,6 +157,46 @@ fn batch_norm_gradients_in_training_and_evaluation() {
 }
 
 #[test]
+fn fused_batch_norm_relu_equals_relu_of_batch_norm() {
+    let (x, w, b) = (param(&[3, 4, 3, 2], 16), param(&[4], 17), param(&[4], 18));
+    let (rm, rv) = (Tensor::full(&[4], 0.3), Tensor::full(&[4], 2.0));
+    for training in [true, false] {
+        let plain = BatchNormArgs {
+            training,
+            ..Default::default()
+        };
+        let fused = BatchNormArgs {
+            relu: true,
+            ..plain
+        };
+        let run = |args: BatchNormArgs, fuse: bool| {
+            let (x, w, b) = (
+                x.detach().requires_grad(),
+                w.detach().requires_grad(),
+                b.detach().requires_grad(),
+            );
+            let y = batch_norm(&x, Some((&rm, &rv)), Some((&w, &b)), args).unwrap();
+            let y = if fuse { y } else { relu(&y).unwrap() };
+            let dy: Vec<f32> = (0..y.numel())
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            y.backward_with(dy).unwrap();
+            [
+                y.to_vec(),
+                x.grad().unwrap().to_vec(),
+                w.grad().unwrap().to_vec(),
+                b.grad().unwrap().to_vec(),
+            ]
+        };
+        let (want, got) = (run(plain, false), run(fused, true));
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() < 1e-5, "training {training}: {g} vs {w}");
+        }
+        assert!(want[0].contains(&0.0), "the ReLU clips something");
+    }
+}
+
+#[test]
 fn batch_norm_updates_running_statistics_like_pytorch() {
     // Channel values 1, 2, 3, 4: mean 2.5, biased variance 1.25,
     // unbiased 5/3.
