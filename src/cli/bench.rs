@@ -159,6 +159,22 @@ fn times_ms(repeat: usize, mut f: impl FnMut()) -> Vec<f64> {
     times
 }
 
+/// [`times_ms`] of a step that can fail: the first error ends the timing.
+fn try_times_ms(repeat: usize, mut f: impl FnMut() -> gconv::Result<()>) -> Result<Vec<f64>> {
+    let mut error = None;
+    let times = times_ms(repeat, || {
+        if error.is_none()
+            && let Err(e) = f()
+        {
+            error = Some(e);
+        }
+    });
+    match error {
+        Some(e) => Err(e.into()),
+        None => Ok(times),
+    }
+}
+
 fn signal(args: SignalArgs) -> Result<()> {
     let forced: Method = args.method.parse()?;
     let shape = [1024usize, 1024];
@@ -261,25 +277,18 @@ fn layers(args: LayersArgs) -> Result<()> {
         let s = layer.shape;
         let mut bufs = Buffers::new(&s);
         for backward in [false, true] {
-            let mut error = None;
-            let times = times_ms(args.repeat, || {
-                let r = if backward {
+            let times = try_times_ms(args.repeat, || {
+                if backward {
                     layer_bench::backward(&s, &mut bufs, kernel)
                 } else {
                     layer_bench::forward(&s, &mut bufs, kernel)
-                };
-                if let Err(e) = r {
-                    error = Some(e);
                 }
-            });
+            })?;
             let ms = if args.min {
                 times[0]
             } else {
                 times[times.len() / 2]
             };
-            if let Some(e) = error {
-                return Err(e.into());
-            }
             let gflops = layer.flops(backward) / (ms * 1e6);
             let gbs = layer.min_bytes(backward) / (ms * 1e6);
             let torch = if backward {
@@ -355,15 +364,8 @@ fn models(args: ModelsArgs) -> Result<()> {
         net.set_training(false);
         let size = if name.contains("cifar") { 32 } else { 224 };
         let x = gconv::Tensor::randn(&[args.batch_size, 3, size, size], &mut rng);
-        let mut error = None;
-        let ms = median_ms(args.repeat, || {
-            if let Err(e) = gconv::no_grad(|| net.forward(&x)) {
-                error = Some(e);
-            }
-        });
-        if let Some(e) = error {
-            return Err(e.into());
-        }
+        let times = try_times_ms(args.repeat, || gconv::no_grad(|| net.forward(&x)).map(drop))?;
+        let ms = times[times.len() / 2];
         let reference = MODEL_REFERENCE
             .iter()
             .find(|r| r.0 == name.as_str())
@@ -435,22 +437,14 @@ fn train_steps(args: TrainArgs) -> Result<()> {
         let mut opt = Sgd::new(nn::parameters(net.as_ref()), SgdConfig::default())?;
         let x = gconv::Tensor::randn(&[batch, c, h, w], &mut rng);
         let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
-        let mut error = None;
-        let ms = median_ms(args.repeat, || {
-            let mut step = || -> gconv::Result<()> {
-                opt.zero_grad();
-                let loss = gconv::ops::cross_entropy(&net.forward(&x)?, &labels, 0.0)?;
-                loss.backward()?;
-                opt.step(0.01);
-                Ok(())
-            };
-            if let Err(e) = step() {
-                error = Some(e);
-            }
-        });
-        if let Some(e) = error {
-            return Err(e.into());
-        }
+        let times = try_times_ms(args.repeat, || {
+            opt.zero_grad();
+            let loss = gconv::ops::cross_entropy(&net.forward(&x)?, &labels, 0.0)?;
+            loss.backward()?;
+            opt.step(0.01);
+            Ok(())
+        })?;
+        let ms = times[times.len() / 2];
         let images_per_s = batch as f64 / (ms / 1e3);
         let torch = TRAIN_REFERENCE
             .iter()
