@@ -10,6 +10,7 @@
 use super::conv::Conv2dShape;
 use super::matmul::{Mat, inner_parallelism, matmul};
 use crate::error::Result;
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// `y = conv2d(x, w) + bias` for float32 NCHW data; `y` must hold
@@ -26,6 +27,29 @@ pub fn forward(
     let Sizes {
         p, k, pointwise, ..
     } = Sizes::new(s);
+    if let Some(images) = packed_images(s) {
+        packed_pointwise(s, images, y, s.in_channels, |g, packed, out, cols| {
+            pack(x, s.in_channels, p, g * k, k, packed, cols);
+            if let Some(b) = bias {
+                for (row, &bv) in out
+                    .chunks_exact_mut(packed.len() * p)
+                    .zip(&b[g * s.group_out()..])
+                {
+                    row.fill(bv);
+                }
+            }
+            let lhs = Mat::rows(s.weight_group(w, g), k);
+            matmul(
+                out,
+                packed.len() * p,
+                bias.is_some(),
+                lhs,
+                Mat::rows(cols, packed.len() * p),
+                Parallelism::None,
+            );
+        });
+        return Ok(());
+    }
     let inner = inner_parallelism(s.batch * s.groups);
     y.par_chunks_mut(s.group_out() * p)
         .enumerate()
@@ -91,6 +115,22 @@ fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
     let Sizes {
         p, k, pointwise, ..
     } = Sizes::new(s);
+    if let Some(images) = packed_images(s) {
+        let go = s.group_out();
+        packed_pointwise(s, images, dx, s.out_channels, |g, packed, out, cols| {
+            pack(dy, s.out_channels, p, g * go, go, packed, cols);
+            let lhs = Mat::cols(s.weight_group(w, g), k);
+            matmul(
+                out,
+                packed.len() * p,
+                false,
+                lhs,
+                Mat::rows(cols, packed.len() * p),
+                Parallelism::None,
+            );
+        });
+        return;
+    }
     let inner = inner_parallelism(s.batch * s.groups);
     let group_len = dx.len() / (s.batch * s.groups);
     dx.par_chunks_mut(group_len).enumerate().for_each_init(
@@ -137,6 +177,74 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
             );
         },
     );
+}
+
+/// Pointwise layers on small planes run one GEMM per (group, run of
+/// images) on packed copies instead of per (image, group): a 4×4 plane
+/// would otherwise make GEMMs 16 columns wide. The images per task, when
+/// that applies: enough for about 512 columns, and at least as many
+/// tasks as threads.
+fn packed_images(s: &Conv2dShape) -> Option<usize> {
+    let Sizes { p, pointwise, .. } = Sizes::new(s);
+    if !pointwise || p >= 256 || s.batch < 2 {
+        return None;
+    }
+    let threads = rayon::current_num_threads();
+    Some(512usize.div_ceil(p).min(s.batch.div_ceil(threads)).max(1))
+}
+
+/// Runs `task(g, images, out, scratch)` for every group of every run of
+/// `per_task` images, in parallel over the runs: `task` packs its operand
+/// into `scratch` and writes the group's `[rows × images·P]` result into
+/// `out`, which is then scattered into the runs' part of `dst` (NCHW with
+/// `dst_channels` channels; rows go to channels `g · rows ..`).
+fn packed_pointwise(
+    s: &Conv2dShape,
+    per_task: usize,
+    dst: &mut [f32],
+    src_channels: usize,
+    task: impl Fn(usize, &[usize], &mut [f32], &mut [f32]) + Sync,
+) {
+    let p = Sizes::new(s).p;
+    let dst_channels = dst.len() / (s.batch * p);
+    let rows = dst_channels / s.groups;
+    dst.par_chunks_mut(per_task * dst_channels * p)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let images: Vec<usize> = (t * per_task..)
+                .take(chunk.len() / (dst_channels * p))
+                .collect();
+            let cols = images.len() * p;
+            let mut scratch = vec![0f32; (src_channels / s.groups) * cols];
+            let mut out = vec![0f32; rows * cols];
+            for g in 0..s.groups {
+                task(g, &images, &mut out, &mut scratch);
+                for (r, row) in out.chunks_exact(cols).enumerate() {
+                    for (j, plane) in row.chunks_exact(p).enumerate() {
+                        chunk[(j * dst_channels + g * rows + r) * p..][..p].copy_from_slice(plane);
+                    }
+                }
+            }
+        });
+}
+
+/// Copies channels `c0 .. c0 + rows` of `images` of NCHW `src` (`channels`
+/// channels of `p` values) into `dst` as a `[rows × images·p]` matrix.
+fn pack(
+    src: &[f32],
+    channels: usize,
+    p: usize,
+    c0: usize,
+    rows: usize,
+    images: &[usize],
+    dst: &mut [f32],
+) {
+    let cols = images.len() * p;
+    for r in 0..rows {
+        for (j, &n) in images.iter().enumerate() {
+            dst[r * cols + j * p..][..p].copy_from_slice(&src[(n * channels + c0 + r) * p..][..p]);
+        }
+    }
 }
 
 /// The GEMM sizes of one (image, group) task.
