@@ -4,6 +4,7 @@
 
 use super::dataset::{Dataset, Split};
 use crate::error::{Error, Result};
+use crate::io::decode_image;
 use image::imageops::FilterType;
 use std::path::{Path, PathBuf};
 
@@ -26,12 +27,7 @@ pub(super) fn load(dir: &Path, split: Split, [h, w]: [usize; 2]) -> Result<Datas
     let mut labels = Vec::new();
     for (label, class) in classes.iter().enumerate() {
         for file in sorted_entries(class, false)? {
-            let img = image::ImageReader::open(&file)
-                .map_err(|e| Error::io(&file, e))?
-                .with_guessed_format()
-                .map_err(|e| Error::io(&file, e))?
-                .decode()
-                .map_err(|e| Error::format(&file, format!("cannot decode image: {e}")))?
+            let img = decode_image(&file)?
                 .resize_exact(w as u32, h as u32, FilterType::Triangle)
                 .into_rgb8();
             let raw = img.into_raw();

@@ -1,6 +1,7 @@
 //! Image transforms with torchvision's semantics.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::io::decode_image;
 use image::imageops::{self, FilterType};
 use std::path::Path;
 
@@ -16,13 +17,7 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// centre `h × w` is cropped, and each RGB channel is normalised.
 /// Returns `[3, h, w]` values, row-major.
 pub fn imagenet_eval(path: &Path, [h, w]: [usize; 2]) -> Result<Vec<f32>> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?
-        .into_rgb8();
+    let img = decode_image(path)?.into_rgb8();
     let (iw, ih) = (img.width() as f64, img.height() as f64);
     let short = (h.min(w) as f64 * 256.0 / 224.0).round();
     // torchvision: the shorter side becomes `short`, the longer one

@@ -25,12 +25,7 @@ const RGB2GRAY: [f64; 3] = [0.298936021293775, 0.587043074451121, 0.114020904255
 /// for grey output, `[H, W, 3]` for colour images in
 /// [`ColorMode::PerChannel`]. 16-bit images keep their precision.
 pub fn read_image(path: &Path, mode: ColorMode) -> Result<ArrayD<f64>> {
-    let img = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    let img = decode_image(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let sixteen = matches!(
         img,
@@ -87,6 +82,17 @@ pub fn read_image(path: &Path, mode: ColorMode) -> Result<ArrayD<f64>> {
     };
     let scaled = values.into_iter().map(|v| v / max).collect();
     Ok(ArrayD::from_shape_vec(IxDyn(&shape), scaled).expect("pixel count matches the shape"))
+}
+
+/// Decodes an image file of any supported format (detected from its
+/// contents); unreadable or corrupt files are errors naming the file.
+pub fn decode_image(path: &Path) -> Result<DynamicImage> {
+    ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))
 }
 
 /// Writes `[H, W]` (grey) or `[H, W, 3]` (RGB) values as an 8-bit PNG,

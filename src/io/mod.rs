@@ -7,6 +7,6 @@ mod npy;
 mod safetensors;
 
 pub use atomic::write_atomic;
-pub use image::{ColorMode, read_image, write_png};
+pub use image::{ColorMode, decode_image, read_image, write_png};
 pub use npy::{read_npy, write_npy};
 pub use safetensors::{Entry, Loaded, NamedArrays, StoredAs, read_safetensors, write_safetensors};

@@ -28,26 +28,8 @@ pub fn forward(
         p, k, pointwise, ..
     } = Sizes::new(s);
     if let Some(images) = packed_images(s) {
-        packed_pointwise(s, images, y, s.in_channels, |g, packed, out, cols| {
-            pack(x, s.in_channels, p, g * k, k, packed, cols);
-            if let Some(b) = bias {
-                for (row, &bv) in out
-                    .chunks_exact_mut(packed.len() * p)
-                    .zip(&b[g * s.group_out()..])
-                {
-                    row.fill(bv);
-                }
-            }
-            let lhs = Mat::rows(s.weight_group(w, g), k);
-            matmul(
-                out,
-                packed.len() * p,
-                bias.is_some(),
-                lhs,
-                Mat::rows(cols, packed.len() * p),
-                Parallelism::None,
-            );
-        });
+        let lhs = |g| Mat::rows(s.weight_group(w, g), k);
+        packed_pointwise(s, images, x, y, lhs, bias);
         return Ok(());
     }
     let inner = inner_parallelism(s.batch * s.groups);
@@ -116,19 +98,8 @@ fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
         p, k, pointwise, ..
     } = Sizes::new(s);
     if let Some(images) = packed_images(s) {
-        let go = s.group_out();
-        packed_pointwise(s, images, dx, s.out_channels, |g, packed, out, cols| {
-            pack(dy, s.out_channels, p, g * go, go, packed, cols);
-            let lhs = Mat::cols(s.weight_group(w, g), k);
-            matmul(
-                out,
-                packed.len() * p,
-                false,
-                lhs,
-                Mat::rows(cols, packed.len() * p),
-                Parallelism::None,
-            );
-        });
+        let lhs = |g| Mat::cols(s.weight_group(w, g), k);
+        packed_pointwise(s, images, dy, dx, lhs, None);
         return;
     }
     let inner = inner_parallelism(s.batch * s.groups);
@@ -193,21 +164,22 @@ fn packed_images(s: &Conv2dShape) -> Option<usize> {
     Some(512usize.div_ceil(p).min(s.batch.div_ceil(threads)).max(1))
 }
 
-/// Runs `task(g, images, out, scratch)` for every group of every run of
-/// `per_task` images, in parallel over the runs: `task` packs its operand
-/// into `scratch` and writes the group's `[rows × images·P]` result into
-/// `out`, which is then scattered into the runs' part of `dst` (NCHW with
-/// `dst_channels` channels; rows go to channels `g · rows ..`).
-fn packed_pointwise(
+/// `dst = lhs(g) · src` per group for a pointwise layer (plus `bias`),
+/// with `src` and `dst` NCHW: in parallel over runs of `per_task` images,
+/// each group's operand is packed into a `[rows × images·P]` matrix, one
+/// GEMM computes the group's `[rows' × images·P]` result, and that is
+/// scattered into the run's part of `dst`.
+fn packed_pointwise<'w>(
     s: &Conv2dShape,
     per_task: usize,
+    src: &[f32],
     dst: &mut [f32],
-    src_channels: usize,
-    task: impl Fn(usize, &[usize], &mut [f32], &mut [f32]) + Sync,
+    lhs: impl Fn(usize) -> Mat<'w> + Sync,
+    bias: Option<&[f32]>,
 ) {
     let p = Sizes::new(s).p;
-    let dst_channels = dst.len() / (s.batch * p);
-    let rows = dst_channels / s.groups;
+    let (src_channels, dst_channels) = (src.len() / (s.batch * p), dst.len() / (s.batch * p));
+    let (src_rows, rows) = (src_channels / s.groups, dst_channels / s.groups);
     dst.par_chunks_mut(per_task * dst_channels * p)
         .enumerate()
         .for_each(|(t, chunk)| {
@@ -215,10 +187,32 @@ fn packed_pointwise(
                 .take(chunk.len() / (dst_channels * p))
                 .collect();
             let cols = images.len() * p;
-            let mut scratch = vec![0f32; (src_channels / s.groups) * cols];
+            let mut packed = vec![0f32; src_rows * cols];
             let mut out = vec![0f32; rows * cols];
             for g in 0..s.groups {
-                task(g, &images, &mut out, &mut scratch);
+                pack(
+                    src,
+                    src_channels,
+                    p,
+                    g * src_rows,
+                    src_rows,
+                    &images,
+                    &mut packed,
+                );
+                if let Some(b) = bias {
+                    for (row, &bv) in out.chunks_exact_mut(cols).zip(&b[g * rows..]) {
+                        row.fill(bv);
+                    }
+                }
+                let rhs = Mat::rows(&packed, cols);
+                matmul(
+                    &mut out,
+                    cols,
+                    bias.is_some(),
+                    lhs(g),
+                    rhs,
+                    Parallelism::None,
+                );
                 for (r, row) in out.chunks_exact(cols).enumerate() {
                     for (j, plane) in row.chunks_exact(p).enumerate() {
                         chunk[(j * dst_channels + g * rows + r) * p..][..p].copy_from_slice(plane);

@@ -42,7 +42,7 @@ pub use norm::BatchNorm2d;
 pub use sequential::Sequential;
 pub use state::{
     LoadReport, Strictness, load_safetensors, load_state_dict, num_parameters, parameters,
-    save_safetensors, state_dict,
+    save_safetensors, state_dict, stored_as,
 };
 pub use summary::{Layer, Summary, summary};
 

@@ -136,14 +136,20 @@ pub fn save_safetensors(
             name,
             shape: t.shape(),
             values,
-            stored_as: if name.ends_with("num_batches_tracked") {
-                StoredAs::I64
-            } else {
-                StoredAs::F32
-            },
+            stored_as: stored_as(name),
         })
         .collect();
     write_safetensors(path, &entries, metadata)
+}
+
+/// How PyTorch stores the state_dict entry `name`: batch-norm counters as
+/// int64, everything else as float32.
+pub fn stored_as(name: &str) -> StoredAs {
+    if name.ends_with("num_batches_tracked") {
+        StoredAs::I64
+    } else {
+        StoredAs::F32
+    }
 }
 
 /// Loads a safetensors file (e.g. `safetensors.torch.save_file(

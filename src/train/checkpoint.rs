@@ -33,16 +33,11 @@ pub fn save(path: &Path, model: &dyn Module, opt: &Sgd, progress: Progress) -> R
     let values: Vec<(String, Vec<usize>, Vec<f32>, StoredAs)> = state
         .iter()
         .map(|(n, t)| {
-            let stored = if n.ends_with("num_batches_tracked") {
-                StoredAs::I64
-            } else {
-                StoredAs::F32
-            };
             (
                 format!("{MODEL}{n}"),
                 t.shape().to_vec(),
                 t.to_vec(),
-                stored,
+                nn::stored_as(n),
             )
         })
         .chain(
