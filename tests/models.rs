@@ -167,8 +167,8 @@ fn summary_names_match_the_state_dict_and_place_parameter_free_steps() {
         "features.init_block.conv",
         "features.stage1.unit1.identity_conv.conv",
         "features.stage1.unit1.body.conv2.conv",
-        "features.stage1.unit1.add",
-        "features.stage3.unit3.relu",
+        "features.stage1.unit1.add_relu",
+        "features.stage3.unit3.add_relu",
         "features.global_avg_pool2d",
         "output",
     ] {

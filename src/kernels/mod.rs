@@ -16,6 +16,29 @@ pub mod shuffle;
 pub use conv::Conv2dShape;
 
 use crate::error::Result;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// A vector of `len` values made by parallel tasks over chunks of `chunk`
+/// values: `fill(task, out)` writes its chunk `out`, which arrives zeroed —
+/// each task zeroes its own chunk just before, while it is in cache, so
+/// there is no separate pass over memory to initialise the vector.
+pub fn par_collect(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(task, out)| {
+            out.fill(MaybeUninit::new(0.0));
+            // SAFETY: every element was initialised on the line above, and
+            // `MaybeUninit<f32>` has the layout of `f32`.
+            let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+            fill(task, out);
+        });
+    // SAFETY: the tasks initialised all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
 
 /// `y = conv2d(x, w) + bias` (float32) with the kernel that suits `s`:
 /// [`direct`] for depthwise and few-channel groups with a spatial kernel,

@@ -49,12 +49,16 @@ impl Layout {
         sums
     }
 
-    /// `f(plane index, output plane)` for every plane of `out`, in parallel.
-    fn each_plane(&self, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-        out.par_chunks_mut(self.plane)
-            .enumerate()
-            .with_min_len(self.planes_per_task())
-            .for_each(|(i, o)| f(i, o));
+    /// The `batch · channels · plane` values of `f(plane index, output
+    /// plane)` for every plane, in parallel.
+    fn each_plane(&self, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let per_task = self.planes_per_task();
+        let len = self.batch * self.channels * self.plane;
+        super::par_collect(len, per_task * self.plane, |t, planes| {
+            for (k, out) in planes.chunks_exact_mut(self.plane.max(1)).enumerate() {
+                f(t * per_task + k, out);
+            }
+        })
     }
 }
 
@@ -104,19 +108,18 @@ pub fn normalize(
     invstd: &[f32],
     affine: Option<(&[f32], &[f32])>,
     relu: bool,
-    y: &mut [f32],
-) {
-    l.each_plane(y, |i, out| {
+) -> Vec<f32> {
+    l.each_plane(|i, out| {
         let (scale, shift) = scale_shift(mean, invstd, affine, i % l.channels);
         let x = &x[i * l.plane..][..l.plane];
         let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
         affine_max_isa(Isa::best(), x, scale, shift, floor, out);
-    });
+    })
 }
 
 /// Gradients of `Σ dy · batch_norm(x)` (or of `Σ dy · relu(batch_norm(x))`
 /// when `relu`: `dy` counts only where the normalised value is positive):
-/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when given). With batch
+/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when `want_dx`). With batch
 /// statistics (`training`) the mean and variance depend on `x`:
 /// `dx = γ · invstd · (dy − Σdy / M − x̂ · Σ(dy · x̂) / M)`;
 /// with running statistics `dx = γ · invstd · dy`.
@@ -130,8 +133,8 @@ pub fn backward(
     affine: Option<(&[f32], &[f32])>,
     training: bool,
     relu: bool,
-    dx: Option<&mut [f32]>,
-) -> (Vec<f32>, Vec<f32>) {
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
     let mask = |c: usize| relu.then(|| scale_shift(mean, invstd, affine, c));
     let sums = l.channel_sums(dy, |i, g| {
@@ -147,9 +150,9 @@ pub fn backward(
         .zip(invstd)
         .map(|(s, &k)| s[1] * k as f64)
         .collect();
-    if let Some(dx) = dx {
+    let dx = want_dx.then(|| {
         let m = l.per_channel() as f64;
-        l.each_plane(dx, |i, out| {
+        l.each_plane(|i, out| {
             let c = i % l.channels;
             let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
             let (xs, gs) = (&x[i * l.plane..][..l.plane], &dy[i * l.plane..][..l.plane]);
@@ -164,9 +167,10 @@ pub fn backward(
                 (0.0, 0.0)
             };
             axpb_isa(Isa::best(), gs, k, xs, a, b, mask(c), out);
-        });
-    }
+        })
+    });
     (
+        dx,
         sum_dy_xhat.iter().map(|&v| v as f32).collect(),
         sum_dy.iter().map(|&v| v as f32).collect(),
     )

@@ -168,39 +168,106 @@ pub fn max_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -
     Ok(())
 }
 
+/// For each output position along dimension `d`: the input range its
+/// window covers and the window's size including padding.
+fn windows(s: &PoolShape, d: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+    (0..s.output()[d]).map(|o| s.window(d, o)).collect()
+}
+
 /// Average pooling: each window's sum over the input, divided by the
-/// window's size including padding.
+/// window's size including padding. Separable: window sums along each row
+/// into an `[H, OW]` scratch, then sums of those down each column.
 pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
-    let (ip, op) = (s.in_plane(), s.out_plane());
-    y.par_chunks_mut(op)
+    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), s.planes_per_task());
+    let (rows, cols) = (windows(s, 0), windows(s, 1));
+    let [h, w] = s.input;
+    let ow = cols.len();
+    y.par_chunks_mut(op * per_task)
         .enumerate()
-        .with_min_len(s.planes_per_task())
-        .for_each(|(p, out)| {
-            let plane = &x[p * ip..][..ip];
-            s.each_window(|o, idx, div| {
-                out[o] = idx.iter().map(|&i| plane[i]).sum::<f32>() / div as f32;
-            });
+        .for_each(|(t, out)| {
+            let mut across = vec![0f32; h * ow];
+            for (k, out) in out.chunks_mut(op).enumerate() {
+                let plane = &x[(t * per_task + k) * ip..][..ip];
+                for (row, sums) in plane.chunks_exact(w).zip(across.chunks_exact_mut(ow)) {
+                    for (sum, (c, _)) in sums.iter_mut().zip(&cols) {
+                        *sum = row[c.clone()].iter().sum();
+                    }
+                }
+                for (out, (r, dh)) in out.chunks_exact_mut(ow).zip(&rows) {
+                    out.fill(0.0);
+                    for sums in across[r.start * ow..r.end * ow].chunks_exact(ow) {
+                        out.iter_mut().zip(sums).for_each(|(o, v)| *o += v);
+                    }
+                    for (o, (_, dw)) in out.iter_mut().zip(&cols) {
+                        *o /= (dh * dw) as f32;
+                    }
+                }
+            }
         });
     Ok(())
 }
 
-/// Average pooling's input gradient.
+/// Average pooling's input gradient: the forward pass transposed, columns
+/// first (each output's share spread over its window's rows), then rows.
 pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check(dx.len(), dy.len())?;
-    let (ip, op) = (s.in_plane(), s.out_plane());
-    dx.par_chunks_mut(ip)
+    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), s.planes_per_task());
+    let (rows, cols) = (windows(s, 0), windows(s, 1));
+    let [h, w] = s.input;
+    let ow = cols.len();
+    dx.par_chunks_mut(ip * per_task)
         .enumerate()
-        .with_min_len(s.planes_per_task())
-        .for_each(|(p, plane)| {
+        .for_each(|(t, planes)| {
+            let mut down = vec![0f32; h * ow];
+            for (k, plane) in planes.chunks_mut(ip).enumerate() {
+                let grads = &dy[(t * per_task + k) * op..][..op];
+                down.fill(0.0);
+                for (g, (r, dh)) in grads.chunks_exact(ow).zip(&rows) {
+                    for share in down[r.start * ow..r.end * ow].chunks_exact_mut(ow) {
+                        for ((d, &g), (_, dw)) in share.iter_mut().zip(g).zip(&cols) {
+                            *d += g / (dh * dw) as f32;
+                        }
+                    }
+                }
+                for (row, shares) in plane.chunks_exact_mut(w).zip(down.chunks_exact(ow)) {
+                    row.fill(0.0);
+                    for (&g, (c, _)) in shares.iter().zip(&cols) {
+                        row[c.clone()].iter_mut().for_each(|v| *v += g);
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Plain per-window average pooling, forward and input gradient: the
+/// oracle for [`avg_forward`] and [`avg_backward`].
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::PoolShape;
+
+    pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) {
+        let (ip, op) = (s.in_plane(), s.out_plane());
+        for (p, out) in y.chunks_mut(op).enumerate() {
+            let plane = &x[p * ip..][..ip];
+            s.each_window(|o, idx, div| {
+                out[o] = idx.iter().map(|&i| plane[i]).sum::<f32>() / div as f32;
+            });
+        }
+    }
+
+    pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) {
+        let (ip, op) = (s.in_plane(), s.out_plane());
+        for (p, plane) in dx.chunks_mut(ip).enumerate() {
             plane.fill(0.0);
             let grads = &dy[p * op..][..op];
             s.each_window(|o, idx, div| {
                 let g = grads[o] / div as f32;
                 idx.iter().for_each(|&i| plane[i] += g);
             });
-        });
-    Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -244,5 +311,33 @@ mod tests {
             .is_err()
         );
         assert!(max_forward(&s, &x[1..], &mut y, None).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn separable_average_pooling_matches_the_windows(
+            planes in 1usize..5, h in 1usize..12, w in 1usize..12,
+            kh in 1usize..5, kw in 1usize..5, sh in 1usize..4, sw in 1usize..4,
+            ph in 0usize..3, pw in 0usize..3, seed in 0u64..100,
+        ) {
+            let s = PoolShape { planes, input: [h, w], kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] };
+            let Ok(s) = s.validate() else { return Ok(()) };
+            let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+            let x: Vec<f32> = (0..planes * h * w).map(|_| rand::Rng::random_range(&mut rng, -1.0..1.0)).collect();
+            let n = planes * s.out_plane();
+            let dy: Vec<f32> = (0..n).map(|_| rand::Rng::random_range(&mut rng, -1.0..1.0)).collect();
+            let (mut got, mut want) = (vec![0.0; n], vec![0.0; n]);
+            avg_forward(&s, &x, &mut got).unwrap();
+            reference::avg_forward(&s, &x, &mut want);
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!((g - w).abs() <= 1e-5, "forward {g} vs {w}");
+            }
+            let (mut got, mut want) = (vec![1.0; x.len()], vec![0.0; x.len()]);
+            avg_backward(&s, &dy, &mut got).unwrap();
+            reference::avg_backward(&s, &dy, &mut want);
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!((g - w).abs() <= 1e-5, "backward {g} vs {w}");
+            }
+        }
     }
 }

@@ -77,7 +77,7 @@ impl Module for ResNeXtUnit {
         };
         let body = self.body.forward(x)?;
         // In summaries: `unit.add`, not `unit.body.conv3.add`.
-        scoped("../..", || ops::relu(&ops::add(&body, &shortcut)?))
+        scoped("../..", || ops::add_relu(&body, &shortcut))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

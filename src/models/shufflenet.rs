@@ -136,12 +136,11 @@ impl Module for ShuffleUnit {
         let y = ops::channel_shuffle(&y, self.groups)?;
         let y = self.dw_bn2.forward(&self.dw_conv2.forward(&y)?)?;
         let y = self.expand_bn3.forward(&self.expand_conv3.forward(&y)?)?;
-        let y = if self.downsample {
-            ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?
+        if self.downsample {
+            ops::relu(&ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?)
         } else {
-            ops::add(&y, x)?
-        };
-        ops::relu(&y)
+            ops::add_relu(&y, x)
+        }
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

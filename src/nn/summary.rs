@@ -157,6 +157,7 @@ fn kind(op: &TracedOp) -> String {
         "avg_pool2d" => "AvgPool2d".into(),
         "global_avg_pool2d" => "GlobalAvgPool2d".into(),
         "add" => "Add".into(),
+        "add_relu" => "Add+ReLU".into(),
         "cat" => "Cat".into(),
         other => other.into(),
     }

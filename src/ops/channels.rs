@@ -61,7 +61,7 @@ pub fn cat(xs: &[&Tensor]) -> Result<Tensor> {
 /// `[N, g, C/g, H, W]`, swap axes 1 and 2, flatten. `C % groups` must be 0.
 pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
     let [n, c, h, w] = nchw("channel_shuffle", x)?;
-    let mut y = vec![0f32; x.numel()];
+    let mut y = super::zeroed(x.numel());
     shuffle::channel_shuffle(&x.data(), &mut y, n, c, h * w, groups)?;
     Ok(Tensor::from_op(
         "channel_shuffle",
@@ -69,7 +69,7 @@ pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
         vec![n, c, h, w],
         &[x],
         move |dy, _| {
-            let mut dx = vec![0f32; dy.len()];
+            let mut dx = super::zeroed(dy.len());
             shuffle::channel_shuffle(dy, &mut dx, n, c, h * w, c / groups)?;
             Ok(vec![Some(dx)])
         },

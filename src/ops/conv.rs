@@ -70,7 +70,7 @@ pub fn conv2d(
     }
     .validate()?;
     let [oh, ow] = s.output();
-    let mut y = vec![0f32; s.lens().2];
+    let mut y = super::zeroed(s.lens().2);
     {
         let (xd, wd) = (x.data(), weight.data());
         let bd = bias.map(|b| b.data());

@@ -63,7 +63,50 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         y,
         a.shape().to_vec(),
         &[a, b],
-        |dy, needs| Ok(needs.iter().map(|&n| n.then(|| dy.to_vec())).collect()),
+        |dy, needs| {
+            Ok(needs
+                .iter()
+                .map(|&n| n.then(|| dy.par_iter().with_min_len(CHUNK).copied().collect()))
+                .collect())
+        },
+    ))
+}
+
+/// `relu(a + b)` in one pass (a residual connection and its activation);
+/// the gradient of both inputs is `dy` where the sum is positive.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("add_relu", a, b)?;
+    let (ad, bd) = (a.data(), b.data());
+    let sums = ad
+        .par_iter()
+        .zip(bd.par_iter())
+        .with_min_len(CHUNK)
+        .map(|(x, y)| (x + y).max(0.0));
+    // Where the gradient passes: a byte per element, not the inputs.
+    let (mut y, mut passes) = (Vec::new(), Vec::new());
+    if Tensor::records(&[a, b]) {
+        sums.map(|v| (v, v > 0.0))
+            .unzip_into_vecs(&mut y, &mut passes);
+    } else {
+        sums.collect_into_vec(&mut y);
+    }
+    Ok(Tensor::from_op(
+        "add_relu",
+        y,
+        a.shape().to_vec(),
+        &[a, b],
+        move |dy, needs| {
+            let dx: Vec<f32> = dy
+                .par_iter()
+                .zip(passes.par_iter())
+                .with_min_len(CHUNK)
+                .map(|(&d, &p)| if p { d } else { 0.0 })
+                .collect();
+            Ok(match needs {
+                [true, true] => vec![Some(dx.par_iter().copied().collect()), Some(dx)],
+                _ => needs.iter().map(|&n| n.then(|| dx.clone())).collect(),
+            })
+        },
     ))
 }
 

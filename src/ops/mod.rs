@@ -14,7 +14,7 @@ mod pool;
 
 pub use channels::{cat, channel_shuffle};
 pub use conv::{Conv2dArgs, conv2d};
-pub use elementwise::{add, mul, relu, sum};
+pub use elementwise::{add, add_relu, mul, relu, sum};
 pub use linear::linear;
 pub use loss::{cross_entropy, log_softmax, softmax};
 pub use norm::{BatchNormArgs, batch_norm};
@@ -33,6 +33,17 @@ fn nchw(op: &str, x: &Tensor) -> Result<[usize; 4]> {
     }
 }
 
+/// `len` zeros, written by all threads when `len` is large: outputs and
+/// gradients of tens of megabytes are zeroed before the kernels add into
+/// them, and one thread alone would leave the others idle.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    if len < 4 * CHUNK {
+        return vec![0.0; len];
+    }
+    crate::kernels::par_collect(len, CHUNK, |_, _| {})
+}
+
 /// Zeroed gradient buffers of the given lengths for the inputs that
 /// `needs` one, empty for the others.
 fn grad_buffers<const K: usize>(needs: &[bool], lens: [usize; K]) -> [Vec<f32>; K] {
@@ -40,7 +51,7 @@ fn grad_buffers<const K: usize>(needs: &[bool], lens: [usize; K]) -> [Vec<f32>; 
     lens.map(|len| {
         let need = needs.get(i).copied().unwrap_or(false);
         i += 1;
-        vec![0f32; if need { len } else { 0 }]
+        zeroed(if need { len } else { 0 })
     })
 }
 

@@ -95,12 +95,11 @@ pub fn batch_norm(
         (rm.to_vec(), rv.to_vec())
     };
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
-    let mut y = vec![0f32; x.numel()];
-    {
+    let y = {
         let ad = affine.map(|(w, b)| (w.data(), b.data()));
         let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
-        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu, &mut y);
-    }
+        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu)
+    };
     let mut inputs = vec![x];
     if let Some((w, b)) = affine {
         inputs.extend([w, b]);
@@ -117,10 +116,9 @@ pub fn batch_norm(
         x.shape().to_vec(),
         &inputs,
         move |dy, needs| {
-            let mut dx = needs[0].then(|| vec![0f32; dy.len()]);
             let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
             let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
-            let (dgamma, dbeta) = kernel::backward(
+            let (dx, dgamma, dbeta) = kernel::backward(
                 &l,
                 &xs.data(),
                 dy,
@@ -129,7 +127,7 @@ pub fn batch_norm(
                 aff,
                 args.training,
                 args.relu,
-                dx.as_deref_mut(),
+                needs[0],
             );
             Ok(vec![dx, Some(dgamma), Some(dbeta)])
         },

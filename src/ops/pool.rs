@@ -42,7 +42,7 @@ impl Pool2dArgs {
 pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let (s, shape) = args.shape("max_pool2d", x)?;
     let len = shape.iter().product();
-    let mut y = vec![0f32; len];
+    let mut y = super::zeroed(len);
     let mut argmax = vec![0u32; len];
     kernel::max_forward(&s, &x.data(), &mut y, Some(&mut argmax))?;
     let in_len = x.numel();
@@ -52,7 +52,7 @@ pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         shape,
         &[x],
         move |dy, _| {
-            let mut dx = vec![0f32; in_len];
+            let mut dx = super::zeroed(in_len);
             kernel::max_backward(&s, dy, &argmax, &mut dx)?;
             Ok(vec![Some(dx)])
         },
@@ -62,7 +62,7 @@ pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
 /// Average pooling (PyTorch `F.avg_pool2d` with `count_include_pad=True`).
 pub fn avg_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let (s, shape) = args.shape("avg_pool2d", x)?;
-    let mut y = vec![0f32; shape.iter().product()];
+    let mut y = super::zeroed(shape.iter().product());
     kernel::avg_forward(&s, &x.data(), &mut y)?;
     let in_len = x.numel();
     Ok(Tensor::from_op(
@@ -71,7 +71,7 @@ pub fn avg_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         shape,
         &[x],
         move |dy, _| {
-            let mut dx = vec![0f32; in_len];
+            let mut dx = super::zeroed(in_len);
             kernel::avg_backward(&s, dy, &mut dx)?;
             Ok(vec![Some(dx)])
         },

@@ -131,6 +131,32 @@ fn shuffle_cat_and_elementwise_gradients() {
         1e-3,
         1,
     );
+    let (a, b) = (param(&[2, 3, 2, 2], 9), param(&[2, 3, 2, 2], 10));
+    gradcheck(&[a, b], |t| add_relu(&t[0], &mul(&t[0], &t[1])?), 1e-3, 1);
+}
+
+#[test]
+fn fused_add_relu_equals_relu_of_add() {
+    let (a, b) = (param(&[2, 3, 4, 4], 11), param(&[2, 3, 4, 4], 12));
+    let run = |fuse: bool| {
+        let (a, b) = (a.detach().requires_grad(), b.detach().requires_grad());
+        let y = if fuse {
+            add_relu(&a, &b).unwrap()
+        } else {
+            relu(&add(&a, &b).unwrap()).unwrap()
+        };
+        let dy: Vec<f32> = (0..y.numel()).map(|i| (i % 5) as f32 - 2.0).collect();
+        y.backward_with(dy).unwrap();
+        [
+            y.to_vec(),
+            a.grad().unwrap().to_vec(),
+            b.grad().unwrap().to_vec(),
+        ]
+    };
+    let (want, got) = (run(false), run(true));
+    assert_eq!(got, want);
+    assert!(want[0].contains(&0.0), "the ReLU clips something");
+    assert!(add_relu(&a, &param(&[2, 3, 4, 3], 13)).is_err());
 }
 
 #[test]

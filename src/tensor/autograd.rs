@@ -135,7 +135,7 @@ impl Tensor {
                     )));
                 }
                 match grads.get_mut(&input.id()) {
-                    Some(sum) => sum.iter_mut().zip(&grad).for_each(|(s, v)| *s += v),
+                    Some(sum) => add_into(sum, &grad),
                     None => {
                         grads.insert(input.id(), grad);
                     }
@@ -154,9 +154,19 @@ impl Tensor {
 fn accumulate_leaf(t: &Tensor, g: Vec<f32>) {
     let mut slot = lock(&t.0.grad);
     match slot.as_mut() {
-        Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v),
+        Some(sum) => add_into(sum, &g),
         None => *slot = Some(g),
     }
+}
+
+/// `sum += g`, element-wise, split over the threads when large (the two
+/// gradients of a residual connection's input are whole activations).
+fn add_into(sum: &mut [f32], g: &[f32]) {
+    use rayon::prelude::*;
+    sum.par_iter_mut()
+        .zip(g)
+        .with_min_len(1 << 14)
+        .for_each(|(s, v)| *s += v);
 }
 
 /// Tracked tensors reachable from `root`, each after all its consumers.
