@@ -256,9 +256,10 @@ pub(crate) fn bias_grad(s: &Conv2dShape, dy: &[f32], db: &mut [f32]) {
 }
 
 /// Schedules a weight gradient summed over the batch, deterministically for
-/// a fixed thread count: `f(scratch, n, g, dw_group, first, tasks)` adds
-/// image `n`'s contribution to group `g`'s weights `dw_group` (overwriting
-/// when `first`); `tasks` is the number of tasks running side by side.
+/// a fixed thread count: `f(scratch, images, g, dw_group, tasks)` writes
+/// the contribution of the (non-empty) range `images` to group `g`'s
+/// weights into `dw_group`; `tasks` is the number of tasks running side by
+/// side.
 /// The batch is cut into chunks (enough (chunk × group) tasks to keep the
 /// threads busy); each task sums its chunk into its own partial buffer, and
 /// the partials are added in chunk order.
@@ -266,7 +267,7 @@ pub(crate) fn weight_grad_tasks<S>(
     s: &Conv2dShape,
     dw: &mut [f32],
     init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(&mut S, usize, usize, &mut [f32], bool, usize) + Sync + Send,
+    f: impl Fn(&mut S, std::ops::Range<usize>, usize, &mut [f32], usize) + Sync + Send,
 ) {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads();
@@ -282,9 +283,7 @@ pub(crate) fn weight_grad_tasks<S>(
         |scratch, (task, dw_group)| {
             let (chunk, g) = (task / s.groups, task % s.groups);
             let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.batch);
-            for (i, n) in images.enumerate() {
-                f(scratch, n, g, dw_group, i == 0, tasks);
-            }
+            f(scratch, images, g, dw_group, tasks);
         },
     );
     if chunks > 1 {

@@ -125,27 +125,36 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let Sizes {
         p, k, pointwise, ..
     } = Sizes::new(s);
+    let packed = packed_images(s).is_some();
     super::conv::weight_grad_tasks(
         s,
         dw,
         || Sizes::new(s).cols(),
-        |cols, n, g, dw_group, first, inner| {
-            let x_group = s.input_group(x, n, g);
-            let rhs: &[f32] = if pointwise {
-                x_group
-            } else {
-                im2col(s, x_group, cols);
-                cols
-            };
-            let lhs = Mat::rows(s.output_group(dy, n, g), p);
-            matmul(
-                dw_group,
-                k,
-                !first,
-                lhs,
-                Mat::cols(rhs, p),
-                inner_parallelism(inner),
-            );
+        |cols, images, g, dw_group, tasks| {
+            let inner = inner_parallelism(tasks);
+            if packed {
+                // One GEMM over the run of images: `dY_g · X_gᵀ` with both
+                // packed as `[channels × images·P]` matrices.
+                let images: Vec<usize> = images.collect();
+                let width = images.len() * p;
+                let (co, ci) = (s.group_out(), s.group_in());
+                let grads = pack(dy, s.out_channels, p, g * co..(g + 1) * co, &images);
+                let inputs = pack(x, s.in_channels, p, g * ci..(g + 1) * ci, &images);
+                let (lhs, rhs) = (Mat::rows(&grads, width), Mat::cols(&inputs, width));
+                matmul(dw_group, k, false, lhs, rhs, inner);
+                return;
+            }
+            for (i, n) in images.enumerate() {
+                let x_group = s.input_group(x, n, g);
+                let rhs: &[f32] = if pointwise {
+                    x_group
+                } else {
+                    im2col(s, x_group, cols);
+                    cols
+                };
+                let lhs = Mat::rows(s.output_group(dy, n, g), p);
+                matmul(dw_group, k, i > 0, lhs, Mat::cols(rhs, p), inner);
+            }
         },
     );
 }
@@ -187,17 +196,14 @@ fn packed_pointwise<'w>(
                 .take(chunk.len() / (dst_channels * p))
                 .collect();
             let cols = images.len() * p;
-            let mut packed = vec![0f32; src_rows * cols];
             let mut out = vec![0f32; rows * cols];
             for g in 0..s.groups {
-                pack(
+                let packed = pack(
                     src,
                     src_channels,
                     p,
-                    g * src_rows,
-                    src_rows,
+                    g * src_rows..(g + 1) * src_rows,
                     &images,
-                    &mut packed,
                 );
                 if let Some(b) = bias {
                     for (row, &bv) in out.chunks_exact_mut(cols).zip(&b[g * rows..]) {
@@ -222,23 +228,22 @@ fn packed_pointwise<'w>(
         });
 }
 
-/// Copies channels `c0 .. c0 + rows` of `images` of NCHW `src` (`channels`
-/// channels of `p` values) into `dst` as a `[rows × images·p]` matrix.
+/// Channels `channels` of `images` of NCHW `src` (`total` channels of `p`
+/// values) as a `[channels × images·p]` matrix.
 fn pack(
     src: &[f32],
-    channels: usize,
+    total: usize,
     p: usize,
-    c0: usize,
-    rows: usize,
+    channels: std::ops::Range<usize>,
     images: &[usize],
-    dst: &mut [f32],
-) {
-    let cols = images.len() * p;
-    for r in 0..rows {
-        for (j, &n) in images.iter().enumerate() {
-            dst[r * cols + j * p..][..p].copy_from_slice(&src[(n * channels + c0 + r) * p..][..p]);
+) -> Vec<f32> {
+    let mut dst = Vec::with_capacity(channels.len() * images.len() * p);
+    for c in channels {
+        for &n in images {
+            dst.extend_from_slice(&src[(n * total + c) * p..][..p]);
         }
     }
+    dst
 }
 
 /// The GEMM sizes of one (image, group) task.
@@ -378,6 +383,7 @@ mod tests {
             (2, 5, 10, 6, 8, [3, 5], [1, 2], [1, 2], [1, 1], 5, false),
             (5, 6, 6, 5, 5, [3, 3], [1, 1], [1, 1], [1, 1], 1, true),
             (7, 8, 4, 4, 6, [1, 1], [1, 1], [0, 0], [1, 1], 2, false),
+            (6, 12, 9, 3, 5, [1, 1], [1, 1], [0, 0], [1, 1], 3, true),
             (3, 9, 6, 8, 7, [5, 5], [3, 2], [2, 0], [1, 1], 3, false),
             (2, 4, 4, 9, 9, [3, 3], [2, 2], [0, 0], [3, 3], 2, false),
         ];

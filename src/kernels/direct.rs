@@ -317,12 +317,12 @@ fn backward_isa(
             s,
             dw,
             || p.scratch(),
-            |scratch, n, g, dw, first, _| {
-                if first {
-                    dw.fill(0.0);
+            |scratch, images, g, dw, _| {
+                dw.fill(0.0);
+                for n in images {
+                    let xs = s.input_group(x, n, g);
+                    weight_grad_group_isa(isa, &p, xs, s.output_group(dy, n, g), scratch, dw);
                 }
-                let xs = s.input_group(x, n, g);
-                weight_grad_group_isa(isa, &p, xs, s.output_group(dy, n, g), scratch, dw);
             },
         );
     }

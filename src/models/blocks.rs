@@ -61,12 +61,7 @@ pub(crate) fn kaiming_conv(
 
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        if self.relu {
-            self.bn.forward_relu(&y)
-        } else {
-            self.bn.forward(&y)
-        }
+        self.bn.after_conv(&self.conv, x, self.relu)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

@@ -132,10 +132,10 @@ impl Module for ShuffleUnit {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = self
             .compress_bn1
-            .forward_relu(&self.compress_conv1.forward(x)?)?;
+            .after_conv(&self.compress_conv1, x, true)?;
         let y = ops::channel_shuffle(&y, self.groups)?;
-        let y = self.dw_bn2.forward(&self.dw_conv2.forward(&y)?)?;
-        let y = self.expand_bn3.forward(&self.expand_conv3.forward(&y)?)?;
+        let y = self.dw_bn2.after_conv(&self.dw_conv2, &y, false)?;
+        let y = self.expand_bn3.after_conv(&self.expand_conv3, &y, false)?;
         if self.downsample {
             ops::relu(&ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?)
         } else {
@@ -215,7 +215,7 @@ impl ShuffleNet {
 
 impl Module for ShuffleNet {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = self.stem_bn.forward_relu(&self.stem_conv.forward(x)?)?;
+        let mut y = self.stem_bn.after_conv(&self.stem_conv, x, true)?;
         if !self.config.small_input {
             y = ops::max_pool2d(&y, POOL_3X3_S2)?;
         }

@@ -67,7 +67,7 @@ impl Conv2dConfig {
         ])
     }
 
-    fn args(&self) -> Conv2dArgs {
+    pub(crate) fn args(&self) -> Conv2dArgs {
         Conv2dArgs {
             stride: self.stride,
             padding: self.padding,

@@ -1,9 +1,9 @@
 //! `BatchNorm2d`.
 
-use super::{Kind, Module};
+use super::{Conv2d, Kind, Module};
 use crate::error::Result;
 use crate::ops::{self, BatchNormArgs};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, is_grad_enabled, trace};
 
 /// Batch normalisation over the channels of `[N, C, H, W]` (PyTorch
 /// `nn.BatchNorm2d(C)`: eps 1e-5, momentum 0.1, affine, tracking running
@@ -47,6 +47,55 @@ impl BatchNorm2d {
     /// `relu(self.forward(x))` in one pass (forward and backward).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         self.run(x, true)
+    }
+
+    /// `self(conv(x))`, or its ReLU when `relu`. For inference (evaluation
+    /// mode, gradients off, no [`trace`] recording) without the ReLU, the
+    /// normalisation is folded into the convolution — weights scaled by
+    /// `γ / sqrt(var + eps)` per output channel, bias `β − mean · γ /
+    /// sqrt(var + eps)` — which saves a pass over the output. (With the
+    /// ReLU the fused normalisation is that pass already.)
+    pub fn after_conv(&self, conv: &Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let folds = !relu
+            && !self.training
+            && !is_grad_enabled()
+            && !trace::is_tracing()
+            && self.weight.numel() == conv.config.out_channels;
+        if !folds {
+            return self.run(&conv.forward(x)?, relu);
+        }
+        let (weight, bias) = self.folded(conv)?;
+        ops::conv2d(x, &weight, Some(&bias), conv.config.args())
+    }
+
+    /// The weight and bias of `bn(conv(·))` as one convolution (evaluation
+    /// mode: running statistics).
+    fn folded(&self, conv: &Conv2d) -> Result<(Tensor, Tensor)> {
+        let (gamma, beta) = (self.weight.to_vec(), self.bias.to_vec());
+        let (mean, var) = (self.running_mean.to_vec(), self.running_var.to_vec());
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(&g, &v)| g / (v + self.eps).sqrt())
+            .collect();
+        let w = conv.weight.to_vec();
+        let per_channel = w.len() / scale.len();
+        let weight: Vec<f32> = w
+            .chunks_exact(per_channel)
+            .zip(&scale)
+            .flat_map(|(row, &s)| row.iter().map(move |&v| v * s))
+            .collect();
+        let conv_bias = conv.bias.as_ref().map(Tensor::to_vec);
+        let bias: Vec<f32> = (0..scale.len())
+            .map(|c| {
+                let b = conv_bias.as_ref().map_or(0.0, |b| b[c]);
+                beta[c] + (b - mean[c]) * scale[c]
+            })
+            .collect();
+        Ok((
+            Tensor::from_vec(weight, conv.weight.shape())?,
+            Tensor::from_vec(bias, &[scale.len()])?,
+        ))
     }
 
     fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {

@@ -211,3 +211,46 @@ fn conv2d_rejects_groups_that_do_not_divide() {
     .unwrap();
     assert!(e.to_string().contains("groups = 4"), "{e}");
 }
+
+#[test]
+fn batch_norm_folds_into_the_convolution_for_inference_only() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let config = Conv2dConfig {
+        groups: 2,
+        padding: [1, 1],
+        bias: true,
+        ..Conv2dConfig::new(4, 6, [3, 3])
+    };
+    let conv = Conv2d::new(config, &mut rng).unwrap();
+    let mut bn = BatchNorm2d::new(6);
+    for (t, base) in [
+        (&bn.weight, 0.5),
+        (&bn.bias, -0.2),
+        (&bn.running_mean, 0.3),
+        (&bn.running_var, 1.5),
+    ] {
+        let n = t.numel();
+        t.data_mut()
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = base + 0.1 * i as f32 / n as f32);
+    }
+    bn.set_training(false);
+    let x = Tensor::randn(&[2, 4, 5, 5], &mut rng);
+    // With gradients on, the layers run one after the other.
+    let unfused = bn.after_conv(&conv, &x, false).unwrap();
+    let folded = crate::no_grad(|| bn.after_conv(&conv, &x, false)).unwrap();
+    let (want, got) = (unfused.to_vec(), folded.to_vec());
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * scale, "{g} vs {w}");
+    }
+    let (_, ops) =
+        crate::tensor::trace::trace(|| crate::no_grad(|| bn.after_conv(&conv, &x, false)).unwrap());
+    let names: Vec<&str> = ops.iter().map(|o| o.op).collect();
+    assert_eq!(
+        names,
+        ["conv2d", "batch_norm"],
+        "a summary shows both layers"
+    );
+}

@@ -55,6 +55,11 @@ pub fn trace<R>(f: impl FnOnce() -> R) -> (R, Vec<TracedOp>) {
     (result, state.map(|s| s.ops).unwrap_or_default())
 }
 
+/// Whether a [`trace`] is recording on this thread.
+pub fn is_tracing() -> bool {
+    TRACE.with(|t| t.borrow().is_some())
+}
+
 /// Runs `f` with `scope` attached to the operations it records: where a
 /// summary should place parameter-free steps (a residual add, a final
 /// pooling). Either a module path (`"features"`) or a path relative to the
