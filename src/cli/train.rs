@@ -11,9 +11,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Train a model on a data set (defaults: shufflenet_g3_wd2_cifar on
-/// Fashion-MNIST, 7 epochs of SGD with Nesterov momentum, cosine schedule,
-/// label smoothing, random crops and flips: 92.4 % in about 35 minutes on
-/// 2 cores).
+/// Fashion-MNIST, 10 epochs of SGD with Nesterov momentum, cosine schedule,
+/// label smoothing, random crops and flips, each batch as two halves side
+/// by side: 92.9 % in about 28 minutes on 2 cores).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A registered model (`gconv info --list`); `_cifar` ShuffleNets suit
@@ -83,6 +83,11 @@ pub struct TrainArgs {
     /// Image size for --dataset folder.
     #[arg(long, num_args = 2, value_names = ["H", "W"], default_values_t = [32, 32])]
     input_size: Vec<usize>,
+    /// Run each batch whole, each operation spread over the threads,
+    /// instead of as two halves on separate threads (the default, faster
+    /// on small images; batch statistics per half).
+    #[arg(long)]
+    whole_batch: bool,
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
@@ -117,6 +122,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             train_limit: args.train_limit,
             test_limit: args.test_limit,
             input_size: [args.input_size[0], args.input_size[1]],
+            split_batch: !args.whole_batch,
         }
     };
     config.validate()?;

@@ -38,7 +38,7 @@ mod summary;
 
 pub use conv::{Conv2d, Conv2dConfig};
 pub use layers::{AvgPool2d, ChannelShuffle, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU};
-pub use norm::BatchNorm2d;
+pub use norm::{BatchNorm2d, without_running_stats};
 pub use sequential::Sequential;
 pub use state::{
     LoadReport, Strictness, load_safetensors, load_state_dict, num_parameters, parameters,

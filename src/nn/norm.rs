@@ -4,6 +4,7 @@ use super::{Conv2d, Kind, Module};
 use crate::error::Result;
 use crate::ops::{self, BatchNormArgs};
 use crate::tensor::{Tensor, is_grad_enabled, trace};
+use std::cell::Cell;
 
 /// Batch normalisation over the channels of `[N, C, H, W]` (PyTorch
 /// `nn.BatchNorm2d(C)`: eps 1e-5, momentum 0.1, affine, tracking running
@@ -53,14 +54,21 @@ impl BatchNorm2d {
     /// mode, gradients off, no [`trace`] recording) without the ReLU, the
     /// normalisation is folded into the convolution — weights scaled by
     /// `γ / sqrt(var + eps)` per output channel, bias `β − mean · γ /
-    /// sqrt(var + eps)` — which saves a pass over the output. (With the
-    /// ReLU the fused normalisation is that pass already.)
+    /// sqrt(var + eps)` — which saves a pass over the output, where the
+    /// output is at least as large as the weights. (With the ReLU the fused
+    /// normalisation is that pass already.)
     pub fn after_conv(&self, conv: &Conv2d, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let c = &conv.config;
+        // Folding rewrites the weights on every call; it pays where the
+        // output (the pass it saves) is at least as large as the weights.
+        let outputs =
+            x.numel() / c.in_channels.max(1) * c.out_channels / (c.stride[0] * c.stride[1]);
         let folds = !relu
             && !self.training
             && !is_grad_enabled()
             && !trace::is_tracing()
-            && self.weight.numel() == conv.config.out_channels;
+            && self.weight.numel() == c.out_channels
+            && outputs >= conv.weight.numel();
         if !folds {
             return self.run(&conv.forward(x)?, relu);
         }
@@ -105,17 +113,33 @@ impl BatchNorm2d {
             eps: self.eps,
             relu,
         };
+        let tracks = !self.training || TRACKS_RUNNING_STATS.with(Cell::get);
         let y = ops::batch_norm(
             x,
-            Some((&self.running_mean, &self.running_var)),
+            tracks.then_some((&self.running_mean, &self.running_var)),
             Some((&self.weight, &self.bias)),
             args,
         )?;
-        if self.training {
+        if self.training && tracks {
             self.num_batches_tracked.data_mut()[0] += 1.0;
         }
         Ok(y)
     }
+}
+
+thread_local! {
+    static TRACKS_RUNNING_STATS: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` (a forward pass in training mode) with batch norm using batch
+/// statistics without updating the running ones: the second replica of a
+/// data-parallel step, whose statistics would otherwise race with the
+/// first's.
+pub fn without_running_stats<R>(f: impl FnOnce() -> R) -> R {
+    let previous = TRACKS_RUNNING_STATS.with(|t| t.replace(false));
+    let result = f();
+    TRACKS_RUNNING_STATS.with(|t| t.set(previous));
+    result
 }
 
 impl Module for BatchNorm2d {

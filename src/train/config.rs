@@ -38,6 +38,16 @@ pub struct TrainConfig {
     pub test_limit: Option<usize>,
     /// Image size for folder data sets `[H, W]`.
     pub input_size: [usize; 2],
+    /// Run each batch as two halves side by side (forward and backward on
+    /// separate threads, gradients summed) instead of one batch whose
+    /// operations each use all threads. Batch statistics then come from
+    /// each half, as with PyTorch's data-parallel training without
+    /// synchronised batch norm; the running statistics follow the first.
+    /// On by default: 1.45× the images/s of the whole batch on 2 cores
+    /// (`shufflenet_g3_wd2_cifar`, batch 64, 28×28). Runs saved before the
+    /// option existed read back as `false`.
+    #[serde(default)]
+    pub split_batch: bool,
 }
 
 impl Default for TrainConfig {
@@ -46,7 +56,7 @@ impl Default for TrainConfig {
             model: "shufflenet_g3_wd2_cifar".into(),
             dataset: Kind::FashionMnist,
             data_dir: Kind::FashionMnist.default_dir(),
-            epochs: 7,
+            epochs: 10,
             batch_size: 64,
             lr: 0.1,
             schedule: ScheduleKind::Cosine,
@@ -64,6 +74,7 @@ impl Default for TrainConfig {
             train_limit: None,
             test_limit: None,
             input_size: [32, 32],
+            split_batch: true,
         }
     }
 }
@@ -77,6 +88,12 @@ impl TrainConfig {
         if self.batch_size < 2 {
             return bad(format!(
                 "batch size {} is too small: batch norm needs at least 2 images",
+                self.batch_size
+            ));
+        }
+        if self.split_batch && self.batch_size < 4 {
+            return bad(format!(
+                "batch size {} is too small to split: each half needs 2 images",
                 self.batch_size
             ));
         }

@@ -204,16 +204,26 @@ pub fn train(
         let (mut loss_sum, mut correct, mut seen) = (0.0, 0usize, 0usize);
         let mut lr = 0.0;
         for (i, indices) in order.chunks_exact(config.batch_size).enumerate() {
-            let b = batch(
-                &data.train,
-                indices,
-                &data.normalize,
-                Some((augment, config.seed, epoch as u64)),
-            )?;
             opt.zero_grad();
-            let logits = model.forward(&b.images)?;
-            let loss = ops::cross_entropy(&logits, &b.labels, config.label_smoothing)?;
-            let value = loss.item()?;
+            let step = Step {
+                model: model.as_ref(),
+                data,
+                augment: Some((augment, config.seed, epoch as u64)),
+                label_smoothing: config.label_smoothing,
+                batch_size: indices.len(),
+            };
+            let (value, hits) = if config.split_batch {
+                let (a, b) = indices.split_at(indices.len() / 2);
+                let (ra, rb) =
+                    rayon::join(|| step.run(a), || nn::without_running_stats(|| step.run(b)));
+                let ((va, ca), (vb, cb)) = (ra?, rb?);
+                (
+                    (va * a.len() as f64 + vb * b.len() as f64) / indices.len() as f64,
+                    ca + cb,
+                )
+            } else {
+                step.run(indices)?
+            };
             if !value.is_finite() {
                 return Err(Error::invalid(format!(
                     "epoch {} step {}: the loss is {value}; lower the learning rate ({})",
@@ -222,18 +232,11 @@ pub fn train(
                     config.lr
                 )));
             }
-            loss.backward()?;
             lr = schedule.lr(progress.step);
             opt.step(lr as f32);
             progress.step += 1;
-            let k = data.train.classes.len();
-            let scores = logits.to_vec();
-            correct += scores
-                .chunks_exact(k)
-                .zip(&b.labels)
-                .filter(|(row, l)| evaluate::argmax(row) == **l)
-                .count();
-            loss_sum += value as f64 * indices.len() as f64;
+            correct += hits;
+            loss_sum += value * indices.len() as f64;
             seen += indices.len();
             let rate = seen as f64 / start.elapsed().as_secs_f64();
             observer.step(
@@ -304,4 +307,42 @@ fn write_metrics(path: &Path, history: &[EpochMetrics]) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// One training step's forward and backward pass over (part of) a batch.
+struct Step<'a> {
+    model: &'a dyn Module,
+    data: &'a Data,
+    augment: Option<(Augment, u64, u64)>,
+    label_smoothing: f32,
+    /// Images in the whole batch: each part's loss is weighted by its share,
+    /// so that the parts' gradients add up to the batch's.
+    batch_size: usize,
+}
+
+impl Step<'_> {
+    /// Adds the gradients of the part `indices` of the batch; returns its
+    /// mean loss and how many of its images were classified right.
+    fn run(&self, indices: &[usize]) -> Result<(f64, usize)> {
+        let b = batch(
+            &self.data.train,
+            indices,
+            &self.data.normalize,
+            self.augment,
+        )?;
+        let logits = self.model.forward(&b.images)?;
+        let loss = ops::cross_entropy(&logits, &b.labels, self.label_smoothing)?;
+        let value = loss.item()? as f64;
+        if value.is_finite() {
+            loss.backward_with(vec![indices.len() as f32 / self.batch_size as f32])?;
+        }
+        let k = self.data.train.classes.len();
+        let hits = logits
+            .to_vec()
+            .chunks_exact(k)
+            .zip(&b.labels)
+            .filter(|(row, l)| evaluate::argmax(row) == **l)
+            .count();
+        Ok((value, hits))
+    }
 }
