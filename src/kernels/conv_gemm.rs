@@ -39,13 +39,7 @@ pub fn forward(
             || Sizes::new(s).cols(),
             |cols, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
-                let x_group = s.input_group(x, n, g);
-                let rhs: &[f32] = if pointwise {
-                    x_group
-                } else {
-                    im2col(s, x_group, cols);
-                    cols
-                };
+                let rhs = columns(s, pointwise, s.input_group(x, n, g), cols);
                 if let Some(b) = bias {
                     for (row, &bv) in out.chunks_exact_mut(p).zip(&b[g * s.group_out()..]) {
                         row.fill(bv);
@@ -145,13 +139,7 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 return;
             }
             for (i, n) in images.enumerate() {
-                let x_group = s.input_group(x, n, g);
-                let rhs: &[f32] = if pointwise {
-                    x_group
-                } else {
-                    im2col(s, x_group, cols);
-                    cols
-                };
+                let rhs = columns(s, pointwise, s.input_group(x, n, g), cols);
                 let lhs = Mat::rows(s.output_group(dy, n, g), p);
                 matmul(dw_group, k, i > 0, lhs, Mat::cols(rhs, p), inner);
             }
@@ -244,6 +232,22 @@ fn pack(
         }
     }
     dst
+}
+
+/// The `K × P` column matrix of one (image, group) input `x_group`: the
+/// input itself for pointwise layers, else its im2col in `cols`.
+fn columns<'a>(
+    s: &Conv2dShape,
+    pointwise: bool,
+    x_group: &'a [f32],
+    cols: &'a mut [f32],
+) -> &'a [f32] {
+    if pointwise {
+        x_group
+    } else {
+        im2col(s, x_group, cols);
+        cols
+    }
 }
 
 /// The GEMM sizes of one (image, group) task.
