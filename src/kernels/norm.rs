@@ -1,7 +1,10 @@
 //! Batch normalisation over NCHW data (PyTorch `batch_norm`), per channel:
 //! `y = (x − mean) · invstd · γ + β` with `invstd = 1 / sqrt(var + eps)`.
-//! Statistics are summed per plane in float32 lanes, per channel in
-//! float64, in a fixed order (deterministic for any thread count).
+//! Statistics are summed per channel in 16 float32 lanes, flushed into a
+//! float64 total every [`FLUSH`] values, in a fixed order (deterministic
+//! for any thread count). One task covers whole channels (statistics) or
+//! a run of planes (the elementwise passes); each calls one vectorised
+//! kernel, so small planes (4×4, 7×7) cost no per-plane overhead.
 
 use crate::simd::{Fma, Isa};
 use rayon::prelude::*;
@@ -20,70 +23,47 @@ impl Layout {
         self.batch * self.plane
     }
 
-    /// Planes handed to one task: enough values to amortise it.
-    fn planes_per_task(&self) -> usize {
-        (MIN_TASK / self.plane.max(1)).max(1)
+    /// `f(c)` for every channel `c`, in parallel, enough channels per task
+    /// to amortise it.
+    fn each_channel<R: Send>(&self, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+        let per_task = (MIN_TASK / self.per_channel().max(1)).max(1);
+        (0..self.channels)
+            .into_par_iter()
+            .with_min_len(per_task)
+            .map(f)
+            .collect()
     }
 
-    /// `f(plane index, plane)` for every `(image, channel)` plane of `x`,
-    /// in parallel; the results per channel summed in float64 in image
-    /// order (deterministic).
-    fn channel_sums<const K: usize>(
-        &self,
-        x: &[f32],
-        f: impl Fn(usize, &[f32]) -> [f32; K] + Sync,
-    ) -> Vec<[f64; K]> {
-        let planes: Vec<[f32; K]> = x
-            .par_chunks(self.plane)
-            .enumerate()
-            .with_min_len(self.planes_per_task())
-            .map(|(i, plane)| f(i, plane))
-            .collect();
-        let mut sums = vec![[0f64; K]; self.channels];
-        for (i, p) in planes.iter().enumerate() {
-            let s = &mut sums[i % self.channels];
-            for k in 0..K {
-                s[k] += p[k] as f64;
-            }
-        }
-        sums
-    }
-
-    /// The `batch · channels · plane` values of `f(plane index, output
-    /// plane)` for every plane, in parallel.
-    fn each_plane(&self, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-        let per_task = self.planes_per_task();
+    /// The `batch · channels · plane` values written by `f(first plane,
+    /// out)` for runs of whole planes `out`, in parallel.
+    fn each_run(&self, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+        let per_task = (MIN_TASK / self.plane.max(1)).max(1);
         let len = self.batch * self.channels * self.plane;
-        super::par_collect(len, per_task * self.plane, |t, planes| {
-            for (k, out) in planes.chunks_exact_mut(self.plane.max(1)).enumerate() {
-                f(t * per_task + k, out);
-            }
-        })
+        super::par_collect(len, per_task * self.plane, |t, out| f(t * per_task, out))
     }
 }
 
 /// Values one parallel task should cover at least.
 const MIN_TASK: usize = 1 << 13;
 
-/// Per-channel mean and biased variance (divided by `batch · plane`).
-/// Planes are summed in float32 lanes around a per-channel reference value
-/// (the channel's first value, which keeps the squares small), channels in
-/// float64.
+/// Values summed in float32 lanes before they are added to the float64
+/// total.
+const FLUSH: usize = 1 << 10;
+
+/// Per-channel mean and biased variance (divided by `batch · plane`),
+/// summed around a per-channel reference value (the channel's first value,
+/// which keeps the squares small).
 pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let m = l.per_channel() as f64;
-    let reference: Vec<f32> = (0..l.channels).map(|c| x[c * l.plane]).collect();
-    let sums = l.channel_sums(x, |i, plane| {
-        let mut out = [0f32; 2];
-        centered_moments_isa(Isa::best(), plane, reference[i % l.channels], &mut out);
-        out
-    });
-    sums.iter()
-        .zip(&reference)
-        .map(|(&[s1, s2], &r)| {
-            let d = s1 / m;
-            ((r as f64 + d) as f32, (s2 / m - d * d).max(0.0) as f32)
-        })
-        .unzip()
+    l.each_channel(|c| {
+        let r = x[c * l.plane];
+        let mut s = [0f64; 2];
+        channel_moments_isa(Isa::best(), x, *l, c, r, &mut s);
+        let d = s[0] / m;
+        ((r as f64 + d) as f32, (s[1] / m - d * d).max(0.0) as f32)
+    })
+    .into_iter()
+    .unzip()
 }
 
 /// Per channel, the affine map of the normalisation:
@@ -92,11 +72,14 @@ fn scale_shift(
     mean: &[f32],
     invstd: &[f32],
     affine: Option<(&[f32], &[f32])>,
-    c: usize,
-) -> (f32, f32) {
-    let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
-    let scale = invstd[c] * g;
-    (scale, b - mean[c] * scale)
+) -> (Vec<f32>, Vec<f32>) {
+    (0..mean.len())
+        .map(|c| {
+            let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
+            let scale = invstd[c] * g;
+            (scale, b - mean[c] * scale)
+        })
+        .unzip()
 }
 
 /// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), followed
@@ -109,11 +92,11 @@ pub fn normalize(
     affine: Option<(&[f32], &[f32])>,
     relu: bool,
 ) -> Vec<f32> {
-    l.each_plane(|i, out| {
-        let (scale, shift) = scale_shift(mean, invstd, affine, i % l.channels);
-        let x = &x[i * l.plane..][..l.plane];
-        let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-        affine_max_isa(Isa::best(), x, scale, shift, floor, out);
+    let (scale, shift) = scale_shift(mean, invstd, affine);
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    l.each_run(|first, out| {
+        let x = &x[first * l.plane..][..out.len()];
+        affine_max_isa(Isa::best(), x, *l, first, &scale, &shift, floor, out);
     })
 }
 
@@ -136,13 +119,12 @@ pub fn backward(
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
-    let mask = |c: usize| relu.then(|| scale_shift(mean, invstd, affine, c));
-    let sums = l.channel_sums(dy, |i, g| {
-        let c = i % l.channels;
-        let mut out = [0f32; 2];
-        let x = &x[i * l.plane..][..l.plane];
-        centered_dot_isa(Isa::best(), x, g, mean[c], mask(c), &mut out);
-        out
+    let mask = relu.then(|| scale_shift(mean, invstd, affine));
+    let mask_of = |c: usize| mask.as_ref().map(|(s, t)| (s[c], t[c]));
+    let sums = l.each_channel(|c| {
+        let mut s = [0f64; 2];
+        channel_dot_isa(Isa::best(), x, dy, *l, c, mean[c], mask_of(c), &mut s);
+        s
     });
     let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
     let sum_dy_xhat: Vec<f64> = sums
@@ -151,13 +133,17 @@ pub fn backward(
         .map(|(s, &k)| s[1] * k as f64)
         .collect();
     let dx = want_dx.then(|| {
+        // dx = k · g + a · x + b per channel, where
+        // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
+        //   = k · g + a · x + b   (a = b = 0 with running statistics).
         let m = l.per_channel() as f64;
-        l.each_plane(|i, out| {
-            let c = i % l.channels;
+        let mut coef = [
+            vec![0f32; l.channels],
+            vec![0f32; l.channels],
+            vec![0f32; l.channels],
+        ];
+        for c in 0..l.channels {
             let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
-            let (xs, gs) = (&x[i * l.plane..][..l.plane], &dy[i * l.plane..][..l.plane]);
-            // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
-            //   = k · g + a · x + b   (a = b = 0 with running statistics)
             let (a, b) = if training {
                 let mean_dy = (sum_dy[c] / m) as f32;
                 let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
@@ -166,7 +152,14 @@ pub fn backward(
             } else {
                 (0.0, 0.0)
             };
-            axpb_isa(Isa::best(), gs, k, xs, a, b, mask(c), out);
+            [coef[0][c], coef[1][c], coef[2][c]] = [k, a, b];
+        }
+        let [k, a, b] = &coef;
+        let mask = mask.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice()));
+        l.each_run(|first, out| {
+            let at = first * l.plane;
+            let (xs, gs) = (&x[at..][..out.len()], &dy[at..][..out.len()]);
+            axpb_isa(Isa::best(), gs, xs, *l, first, [k, a, b], mask, out);
         })
     });
     (
@@ -178,100 +171,212 @@ pub fn backward(
 
 const LANES: usize = 16;
 
-/// `out = [Σ (x − r), Σ (x − r)²]`, in 16 float32 lanes.
-#[inline(always)]
-fn centered_moments<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) {
-    let mut s1 = [T::zero(); LANES];
-    let mut s2 = [T::zero(); LANES];
-    let chunks = x.chunks_exact(LANES);
-    let (mut t1, mut t2) = (T::zero(), T::zero());
-    for &v in chunks.remainder() {
-        let d = v - r;
-        t1 = t1 + d;
-        t2 = d.fma(d, t2);
-    }
-    for chunk in chunks {
-        for ((a, b), &v) in s1.iter_mut().zip(s2.iter_mut()).zip(chunk) {
-            let d = v - r;
-            *a = *a + d;
-            *b = d.fma(d, *b);
-        }
-    }
-    out[0] = s1.iter().fold(t1, |s, &v| s + v);
-    out[1] = s2.iter().fold(t2, |s, &v| s + v);
-}
+/// Element types the statistics can be summed in: float32 lanes, float64
+/// totals.
+pub(crate) trait Wide: Fma + Into<f64> {}
+impl<T: Fma + Into<f64>> Wide for T {}
 
-/// `out = [Σ g, Σ (x − mean) · g]`, in 16 float32 lanes; with a mask
-/// `(scale, shift)`, `g` counts only where `x · scale + shift > 0`.
+/// `Σ f(x, y)` over the values of channel `c` in `x` and `y` (both laid
+/// out as `l`): 16 lanes (one accumulator per loop — LLVM vectorises that,
+/// not two side by side), added to a float64 total every [`FLUSH`] values
+/// and at the end; plane tails go to the total directly.
 #[inline(always)]
-fn centered_dot<T: Fma>(x: &[T], g: &[T], mean: T, mask: Option<(T, T)>, out: &mut [T; 2]) {
-    let mut s1 = [T::zero(); LANES];
-    let mut s2 = [T::zero(); LANES];
-    let (xc, gc) = (x.chunks_exact(LANES), g.chunks_exact(LANES));
-    let (mut t1, mut t2) = (T::zero(), T::zero());
-    let pass = |v: T, g: T| match mask {
-        Some((s, t)) if v.fma(s, t) <= T::zero() => T::zero(),
-        _ => g,
-    };
-    for (&v, &g) in xc.remainder().iter().zip(gc.remainder()) {
-        let g = pass(v, g);
-        t1 = t1 + g;
-        t2 = (v - mean).fma(g, t2);
-    }
-    if mask.is_some() {
-        for (xs, gs) in xc.zip(gc) {
-            for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
-                let g = pass(v, g);
-                *a = *a + g;
-                *b = (v - mean).fma(g, *b);
+fn channel_sum<T: Wide>(l: Layout, c: usize, x: &[T], y: &[T], f: impl Fn(T, T) -> T) -> f64 {
+    let lanes = |s: &[T; LANES]| -> f64 { s.iter().fold(T::zero(), |acc, &v| acc + v).into() };
+    let mut total = 0f64;
+    let mut s = [T::zero(); LANES];
+    let mut run = 0;
+    for n in 0..l.batch {
+        let at = (n * l.channels + c) * l.plane;
+        let (xc, yc) = (
+            x[at..][..l.plane].chunks_exact(LANES),
+            y[at..][..l.plane].chunks_exact(LANES),
+        );
+        for (&a, &b) in xc.remainder().iter().zip(yc.remainder()) {
+            total += f(a, b).into();
+        }
+        for (a, b) in xc.zip(yc) {
+            let a: &[T; LANES] = a.try_into().expect("block");
+            let b: &[T; LANES] = b.try_into().expect("block");
+            for k in 0..LANES {
+                s[k] = s[k] + f(a[k], b[k]);
             }
         }
-    } else {
-        for (xs, gs) in xc.zip(gc) {
-            for (((a, b), &v), &g) in s1.iter_mut().zip(s2.iter_mut()).zip(xs).zip(gs) {
-                *a = *a + g;
-                *b = (v - mean).fma(g, *b);
-            }
+        run += l.plane;
+        if run >= FLUSH {
+            total += lanes(&s);
+            s = [T::zero(); LANES];
+            run = 0;
         }
     }
-    out[0] = s1.iter().fold(t1, |s, &v| s + v);
-    out[1] = s2.iter().fold(t2, |s, &v| s + v);
+    total + lanes(&s)
 }
 
-/// `out = k · u' + a · v + b`, where `u' = u`, or with a mask
-/// `(scale, shift)`, `u` where `v · scale + shift > 0` and 0 elsewhere.
+/// `out = [Σ (x − r), Σ (x − r)²]` over channel `c`.
+#[inline(always)]
+fn channel_moments<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) {
+    out[0] = channel_sum(l, c, x, x, |v, _| v - r);
+    out[1] = channel_sum(l, c, x, x, |v, _| (v - r) * (v - r));
+}
+
+/// `out = [Σ g, Σ (x − mean) · g]` over channel `c`; with a mask `(scale,
+/// shift)`, `g` counts only where `x · scale + shift > 0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn axpb<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, mask: Option<(T, T)>, out: &mut [T]) {
+fn channel_dot<T: Wide>(
+    x: &[T],
+    g: &[T],
+    l: Layout,
+    c: usize,
+    mean: T,
+    mask: Option<(T, T)>,
+    out: &mut [f64; 2],
+) {
     match mask {
         None => {
-            for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
-                *o = u.fma(k, v.fma(a, b));
-            }
+            out[0] = channel_sum(l, c, x, g, |_, g| g);
+            out[1] = channel_sum(l, c, x, g, |v, g| (v - mean) * g);
         }
         Some((s, t)) => {
-            for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
-                let u = if v.fma(s, t) > T::zero() {
-                    u
+            let pass = |v: T, g| {
+                if v.fma(s, t) > T::zero() {
+                    g
                 } else {
                     T::zero()
-                };
-                *o = u.fma(k, v.fma(a, b));
+                }
+            };
+            out[0] = channel_sum(l, c, x, g, pass);
+            out[1] = channel_sum(l, c, x, g, |v, g| (v - mean) * pass(v, g));
+        }
+    }
+}
+
+/// Over a run of whole planes starting at plane `first`: `out = k · u' +
+/// a · v + b` with the coefficients `[k, a, b]` of each plane's channel,
+/// where `u' = u`, or with a mask `(scale, shift)`, `u` where `v · scale +
+/// shift > 0` and 0 elsewhere.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn axpb<T: Fma>(
+    u: &[T],
+    v: &[T],
+    l: Layout,
+    first: usize,
+    [k, a, b]: [&[T]; 3],
+    mask: Option<(&[T], &[T])>,
+    out: &mut [T],
+) {
+    let planes = out.chunks_exact_mut(l.plane.max(1)).zip(
+        u.chunks_exact(l.plane.max(1))
+            .zip(v.chunks_exact(l.plane.max(1))),
+    );
+    for (i, (out, (u, v))) in planes.enumerate() {
+        let c = (first + i) % l.channels;
+        let (k, a, b) = (k[c], a[c], b[c]);
+        match mask {
+            None => {
+                for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
+                    *o = u.fma(k, v.fma(a, b));
+                }
+            }
+            Some((s, t)) => {
+                let (s, t) = (s[c], t[c]);
+                for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
+                    let u = if v.fma(s, t) > T::zero() {
+                        u
+                    } else {
+                        T::zero()
+                    };
+                    *o = u.fma(k, v.fma(a, b));
+                }
             }
         }
     }
 }
 
-/// `out = max(x · scale + shift, floor)`.
+/// Over a run of whole planes starting at plane `first`: `out = max(x ·
+/// scale + shift, floor)` with each plane's channel's `scale` and `shift`.
 #[inline(always)]
-fn affine_max<T: Fma>(x: &[T], scale: T, shift: T, floor: T, out: &mut [T]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        let y = v.fma(scale, shift);
-        *o = if y > floor { y } else { floor };
+#[allow(clippy::too_many_arguments)]
+fn affine_max<T: Fma>(
+    x: &[T],
+    l: Layout,
+    first: usize,
+    scale: &[T],
+    shift: &[T],
+    floor: T,
+    out: &mut [T],
+) {
+    let planes = out
+        .chunks_exact_mut(l.plane.max(1))
+        .zip(x.chunks_exact(l.plane.max(1)));
+    for (i, (out, x)) in planes.enumerate() {
+        let c = (first + i) % l.channels;
+        let (scale, shift) = (scale[c], shift[c]);
+        for (o, &v) in out.iter_mut().zip(x) {
+            let y = v.fma(scale, shift);
+            *o = if y > floor { y } else { floor };
+        }
     }
 }
 
-crate::dispatch!(fn centered_moments_isa<T: Fma>(x: &[T], r: T, out: &mut [T; 2]) => centered_moments);
-crate::dispatch!(fn centered_dot_isa<T: Fma>(x: &[T], g: &[T], mean: T, mask: Option<(T, T)>, out: &mut [T; 2]) => centered_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], k: T, v: &[T], a: T, b: T, mask: Option<(T, T)>, out: &mut [T]) => axpb);
-crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], scale: T, shift: T, floor: T, out: &mut [T]) => affine_max);
+crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
+crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], v: &[T], l: Layout, first: usize, coef: [&[T]; 3], mask: Option<(&[T], &[T])>, out: &mut [T]) => axpb);
+crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, scale: &[T], shift: &[T], floor: T, out: &mut [T]) => affine_max);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values around `offset` (spread about ±1).
+    fn values(n: usize, offset: f32, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| offset + (((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0))
+            .collect()
+    }
+
+    /// Statistics and gradient sums against float64 sums, for planes with
+    /// and without a tail past the 16 lanes, channels of more values than
+    /// one float32 run ([`FLUSH`]), and a large offset.
+    #[test]
+    fn statistics_and_gradients_match_float64_sums() {
+        for (batch, channels, plane) in [(40, 3, 49), (3, 5, 16), (2, 2, 1000), (7, 4, 5)] {
+            let l = Layout {
+                batch,
+                channels,
+                plane,
+            };
+            let n = batch * channels * plane;
+            let x = values(n, 1000.0, 1);
+            let dy = values(n, 0.5, 2);
+            let at = |b: usize, c: usize, i: usize| (b * channels + c) * plane + i;
+            let (mean, var) = batch_stats(&l, &x);
+            let m = l.per_channel() as f64;
+            let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+            let (_, dgamma, dbeta) =
+                backward(&l, &x, &dy, &mean, &invstd, None, true, false, false);
+            for c in 0..channels {
+                let each = || (0..batch).flat_map(move |b| (0..plane).map(move |i| at(b, c, i)));
+                let mu = each().map(|k| x[k] as f64).sum::<f64>() / m;
+                let v = each().map(|k| (x[k] as f64 - mu).powi(2)).sum::<f64>() / m;
+                assert!(
+                    (mean[c] as f64 - mu).abs() < 1e-3,
+                    "{l:?} mean {} vs {mu}",
+                    mean[c]
+                );
+                assert!(
+                    (var[c] as f64 - v).abs() < 1e-4 * v,
+                    "{l:?} var {} vs {v}",
+                    var[c]
+                );
+                let sdy = each().map(|k| dy[k] as f64).sum::<f64>();
+                let sdx = each()
+                    .map(|k| dy[k] as f64 * (x[k] as f64 - mean[c] as f64) * invstd[c] as f64)
+                    .sum::<f64>();
+                assert!((dbeta[c] as f64 - sdy).abs() < 1e-5 * m, "{l:?} dβ");
+                assert!((dgamma[c] as f64 - sdx).abs() < 1e-5 * m, "{l:?} dγ");
+            }
+        }
+    }
+}
