@@ -133,8 +133,26 @@ fn resuming_after_an_epoch_gives_bit_identical_weights() {
     )
     .unwrap();
     model.set_training(false);
-    let e = train::evaluate(model.as_ref(), &data.test, &data.normalize, 7).unwrap();
-    assert!((e.top1 - full[1].test_acc).abs() < 1e-12 && (e.loss - full[1].test_loss).abs() < 1e-5);
+    let e = train::evaluate(model.as_ref(), &data.test, &data.normalize, 7, true).unwrap();
+    assert!(
+        config.flip_tta
+            && (e.top1 - full[1].test_acc).abs() < 1e-12
+            && (e.loss - full[1].test_loss).abs() < 1e-5
+    );
+
+    // Flip test-time augmentation (on by default) averages an image with its
+    // mirror image, so it scores a mirrored test set as the original.
+    let mut mirrored = data.test.clone();
+    let w = mirrored.shape[2];
+    mirrored
+        .pixels
+        .chunks_exact_mut(w)
+        .for_each(<[u8]>::reverse);
+    let back = train::evaluate(model.as_ref(), &mirrored, &data.normalize, 7, true).unwrap();
+    let plain = train::evaluate(model.as_ref(), &data.test, &data.normalize, 7, false).unwrap();
+    assert_eq!(e.confusion, back.confusion);
+    assert!((e.loss - back.loss).abs() < 1e-5);
+    assert!(plain.loss != e.loss);
 
     // A damaged checkpoint is an error naming the file, not a panic.
     let ck = twice.join("checkpoint.safetensors");
@@ -209,6 +227,10 @@ fn a_short_fashion_mnist_run_learns_far_above_chance() {
         // one short epoch (26 % instead of about 55 %); the split is meant
         // for the default batch of 64.
         split_batch: false,
+        // Crops: without them the first epoch's test accuracy lags (25 %
+        // here; 46 % vs 80 % after epoch 1 of the full default run), though
+        // the full run ends higher without them.
+        crop_padding: 2,
         ..TrainConfig::default()
     };
     let data = Data::load(&config).unwrap();
@@ -217,7 +239,7 @@ fn a_short_fashion_mnist_run_learns_far_above_chance() {
         (2000, 1000, [1, 28, 28])
     );
     let history = train::train(&config, &data, out.path(), false, None, &mut Quiet).unwrap();
-    // Chance is 10 %; one epoch on 2,000 images reaches about 55 %.
+    // Chance is 10 %; one epoch on 2,000 images reaches about 44 %.
     assert!(history[0].test_acc > 0.35, "{:?}", history[0]);
 }
 

@@ -8,12 +8,13 @@ time-to-accuracy comparisons, and `gconv bench train`'s reference numbers.
 
 Recipe (gconv's defaults): SGD, Nesterov momentum 0.9, weight decay 5e-4
 except on 1-D parameters, peak lr 0.1 after a 1-epoch linear warm-up then
-cosine to zero (per step), label smoothing 0.1, random crop with 2-pixel
-zero padding and horizontal flip, per-channel normalisation with the
+cosine to zero (per step), label smoothing 0.1, horizontal flip (random
+crops with zero padding when --crop-padding is above 0), per-channel normalisation with the
 training set's mean and std, batch 64, last partial batch dropped, 10
 epochs. (gconv runs each batch as two halves with their own batch-norm
 statistics by default; this script, like `gconv train --whole-batch`, uses
-whole batches.)
+whole batches. It evaluates without test-time flips, like `gconv train
+--no-flip-tta`.)
 `_cifar` models are pytorchcv's with gconv's small-input stem: 3x3 stride-1
 conv, no max pool.
 """
@@ -120,7 +121,7 @@ def train(args):
         for b in range(batches):
             idx = order[b * args.batch_size:(b + 1) * args.batch_size]
             # Padding is zero before normalisation, as in gconv.
-            x = augment(xtr[idx] + mean / std, 2, gen) - mean / std
+            x = augment(xtr[idx] + mean / std, args.crop_padding, gen) - mean / std
             lr = args.lr * (step + 1) / warm if step < warm else \
                 args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
             for g in opt.param_groups:
@@ -151,6 +152,7 @@ def main():
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--crop-padding", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-limit", type=int)
     p.add_argument("--threads", type=int, default=2)

@@ -67,7 +67,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     label_smoothing: f32,
     /// Random-crop padding in pixels (0 turns cropping off).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 0)]
     crop_padding: usize,
     /// Turn random horizontal flips off.
     #[arg(long)]
@@ -88,6 +88,10 @@ pub struct TrainArgs {
     /// on small images; batch statistics per half).
     #[arg(long)]
     whole_batch: bool,
+    /// Evaluate without flip test-time augmentation (by default each test
+    /// image's logits are averaged with its mirror image's).
+    #[arg(long)]
+    no_flip_tta: bool,
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
@@ -123,6 +127,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             test_limit: args.test_limit,
             input_size: [args.input_size[0], args.input_size[1]],
             split_batch: !args.whole_batch,
+            flip_tta: !args.no_flip_tta,
         }
     };
     config.validate()?;
@@ -245,6 +250,10 @@ pub struct EvalArgs {
     /// Image size for --dataset folder.
     #[arg(long, num_args = 2, value_names = ["H", "W"], default_values_t = [32, 32])]
     input_size: Vec<usize>,
+    /// Average each image's logits with those of its mirror image
+    /// (test-time augmentation; twice the work).
+    #[arg(long)]
+    flip_tta: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -274,7 +283,13 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     } else {
         &data.test
     };
-    let e = train::evaluate(model.as_ref(), split, &data.normalize, args.batch_size)?;
+    let e = train::evaluate(
+        model.as_ref(),
+        split,
+        &data.normalize,
+        args.batch_size,
+        args.flip_tta,
+    )?;
     if args.json {
         let v = json!({"model": args.model, "images": split.len(), "top1": e.top1,
                        "top5": e.top5, "loss": e.loss, "confusion": e.confusion});

@@ -48,6 +48,12 @@ pub struct TrainConfig {
     /// option existed read back as `false`.
     #[serde(default)]
     pub split_batch: bool,
+    /// Evaluate with flip test-time augmentation: each test image's logits
+    /// averaged with those of its mirror image (the training flips the
+    /// images too). Twice the evaluation work. Off in runs saved before
+    /// the option existed.
+    #[serde(default)]
+    pub flip_tta: bool,
 }
 
 impl Default for TrainConfig {
@@ -68,13 +74,14 @@ impl Default for TrainConfig {
             weight_decay: 5e-4,
             decay_1d: false,
             label_smoothing: 0.1,
-            crop_padding: 2,
+            crop_padding: 0,
             flip: true,
             seed: 0,
             train_limit: None,
             test_limit: None,
             input_size: [32, 32],
             split_batch: true,
+            flip_tta: true,
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::data::{Dataset, Normalize, batch};
 use crate::error::Result;
 use crate::nn::Module;
-use crate::{no_grad, ops};
+use crate::{Tensor, no_grad, ops};
 
 /// Results on a data set.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,12 +18,15 @@ pub struct Evaluation {
 }
 
 /// Runs `model` over `data` in batches of `batch_size`. The model should
-/// be in eval mode.
+/// be in eval mode. With `flip`, each image's logits are the mean of the
+/// logits of the image and of its mirror image (test-time augmentation
+/// with the training's horizontal flips; twice the work).
 pub fn evaluate(
     model: &dyn Module,
     data: &Dataset,
     normalize: &Normalize,
     batch_size: usize,
+    flip: bool,
 ) -> Result<Evaluation> {
     let k = data.classes.len();
     let mut confusion = vec![vec![0; k]; k];
@@ -31,7 +34,14 @@ pub fn evaluate(
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
         let b = batch(data, chunk, normalize, None)?;
-        let logits = no_grad(|| model.forward(&b.images))?;
+        let mut logits = no_grad(|| model.forward(&b.images))?;
+        if flip {
+            let mirrored = no_grad(|| model.forward(&mirror(&b.images)?))?;
+            let mean = (logits.data().iter().zip(mirrored.data().iter()))
+                .map(|(a, b)| 0.5 * (a + b))
+                .collect();
+            logits = Tensor::from_vec(mean, logits.shape())?;
+        }
         loss += no_grad(|| ops::cross_entropy(&logits, &b.labels, 0.0))?.item()? as f64
             * chunk.len() as f64;
         let scores = logits.to_vec();
@@ -49,6 +59,14 @@ pub fn evaluate(
         top5: top5 as f64 / n,
         confusion,
     })
+}
+
+/// `[N, C, H, W]` images mirrored left to right.
+fn mirror(images: &Tensor) -> Result<Tensor> {
+    let w = *images.shape().last().unwrap_or(&1);
+    let mut v = images.to_vec();
+    v.chunks_exact_mut(w.max(1)).for_each(<[f32]>::reverse);
+    Tensor::from_vec(v, images.shape())
 }
 
 /// Index of the largest score (the first on ties).

@@ -248,7 +248,13 @@ pub fn train(
         }
         let train_seconds = start.elapsed().as_secs_f64();
         model.set_training(false);
-        let eval = evaluate(model.as_ref(), &data.test, &data.normalize, 256)?;
+        let eval = evaluate(
+            model.as_ref(),
+            &data.test,
+            &data.normalize,
+            256,
+            config.flip_tta,
+        )?;
         progress.epoch = epoch + 1;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
