@@ -136,10 +136,15 @@ thread_local! {
 /// data-parallel step, whose statistics would otherwise race with the
 /// first's.
 pub fn without_running_stats<R>(f: impl FnOnce() -> R) -> R {
-    let previous = TRACKS_RUNNING_STATS.with(|t| t.replace(false));
-    let result = f();
-    TRACKS_RUNNING_STATS.with(|t| t.set(previous));
-    result
+    // Restores the previous setting on return and on unwinding alike.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TRACKS_RUNNING_STATS.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TRACKS_RUNNING_STATS.with(|t| t.replace(false)));
+    f()
 }
 
 impl Module for BatchNorm2d {

@@ -254,3 +254,15 @@ fn batch_norm_folds_into_the_convolution_for_inference_only() {
         "a summary shows both layers"
     );
 }
+
+#[test]
+fn running_statistics_are_tracked_again_after_a_panic_inside_without_running_stats() {
+    let bn = BatchNorm2d::new(2);
+    let x = Tensor::randn(&[4, 2, 3, 3], &mut ChaCha8Rng::seed_from_u64(3));
+    without_running_stats(|| bn.forward(&x).unwrap());
+    assert_eq!(bn.running_mean.to_vec(), vec![0.0; 2]);
+    let caught = std::panic::catch_unwind(|| without_running_stats(|| panic!("replica failed")));
+    assert!(caught.is_err());
+    bn.forward(&x).unwrap();
+    assert!(bn.running_mean.to_vec().iter().all(|&m| m != 0.0));
+}
