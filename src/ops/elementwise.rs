@@ -102,9 +102,11 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 .with_min_len(CHUNK)
                 .map(|(&d, &p)| if p { d } else { 0.0 })
                 .collect();
-            Ok(match needs {
+            Ok(match *needs {
                 [true, true] => vec![Some(dx.par_iter().copied().collect()), Some(dx)],
-                _ => needs.iter().map(|&n| n.then(|| dx.clone())).collect(),
+                [true, false] => vec![Some(dx), None],
+                [false, true] => vec![None, Some(dx)],
+                _ => vec![None, None],
             })
         },
     ))

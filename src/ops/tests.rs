@@ -160,6 +160,17 @@ fn fused_add_relu_equals_relu_of_add() {
 }
 
 #[test]
+fn add_relu_gives_a_gradient_to_the_one_input_that_needs_it() {
+    let a = param(&[2, 3, 4, 4], 11);
+    let b = param(&[2, 3, 4, 4], 12).detach();
+    let y = add_relu(&a, &b).unwrap();
+    y.backward_with(vec![1.0; y.numel()]).unwrap();
+    let want: Vec<f32> = y.to_vec().iter().map(|&v| f32::from(v > 0.0)).collect();
+    assert_eq!(a.grad().unwrap().to_vec(), want);
+    assert!(b.grad().is_none());
+}
+
+#[test]
 fn batch_norm_gradients_in_training_and_evaluation() {
     let (x, w, b) = (param(&[3, 4, 3, 2], 6), param(&[4], 7), param(&[4], 8));
     let train = BatchNormArgs::default();
