@@ -66,20 +66,16 @@ pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     .unzip()
 }
 
-/// Per channel, the affine map of the normalisation:
+/// Per channel, the affine map of the normalisation `(scale, shift)`:
 /// `y = x · scale + shift` with `scale = invstd · γ`, `shift = β − mean · scale`.
-fn scale_shift(
-    mean: &[f32],
-    invstd: &[f32],
-    affine: Option<(&[f32], &[f32])>,
-) -> (Vec<f32>, Vec<f32>) {
+fn scale_shift(mean: &[f32], invstd: &[f32], affine: Option<(&[f32], &[f32])>) -> Vec<(f32, f32)> {
     (0..mean.len())
         .map(|c| {
             let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
             let scale = invstd[c] * g;
             (scale, b - mean[c] * scale)
         })
-        .unzip()
+        .collect()
 }
 
 /// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), followed
@@ -92,11 +88,11 @@ pub fn normalize(
     affine: Option<(&[f32], &[f32])>,
     relu: bool,
 ) -> Vec<f32> {
-    let (scale, shift) = scale_shift(mean, invstd, affine);
+    let maps = scale_shift(mean, invstd, affine);
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
     l.each_run(|first, out| {
         let x = &x[first * l.plane..][..out.len()];
-        affine_max_isa(Isa::best(), x, *l, first, &scale, &shift, floor, out);
+        affine_max_isa(Isa::best(), x, *l, first, &maps, floor, out);
     })
 }
 
@@ -120,10 +116,10 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
     let mask = relu.then(|| scale_shift(mean, invstd, affine));
-    let mask_of = |c: usize| mask.as_ref().map(|(s, t)| (s[c], t[c]));
     let sums = l.each_channel(|c| {
         let mut s = [0f64; 2];
-        channel_dot_isa(Isa::best(), x, dy, *l, c, mean[c], mask_of(c), &mut s);
+        let mask = mask.as_ref().map(|m| m[c]);
+        channel_dot_isa(Isa::best(), x, dy, *l, c, mean[c], mask, &mut s);
         s
     });
     let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
@@ -137,29 +133,22 @@ pub fn backward(
         // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
         //   = k · g + a · x + b   (a = b = 0 with running statistics).
         let m = l.per_channel() as f64;
-        let mut coef = [
-            vec![0f32; l.channels],
-            vec![0f32; l.channels],
-            vec![0f32; l.channels],
-        ];
-        for c in 0..l.channels {
-            let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
-            let (a, b) = if training {
+        let coef: Vec<[f32; 3]> = (0..l.channels)
+            .map(|c| {
+                let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
+                if !training {
+                    return [k, 0.0, 0.0];
+                }
                 let mean_dy = (sum_dy[c] / m) as f32;
                 let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
                 let a = -k * invstd[c] * mean_dy_xhat;
-                (a, -k * mean_dy - a * mean[c])
-            } else {
-                (0.0, 0.0)
-            };
-            [coef[0][c], coef[1][c], coef[2][c]] = [k, a, b];
-        }
-        let [k, a, b] = &coef;
-        let mask = mask.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice()));
+                [k, a, -k * mean_dy - a * mean[c]]
+            })
+            .collect();
         l.each_run(|first, out| {
             let at = first * l.plane;
             let (xs, gs) = (&x[at..][..out.len()], &dy[at..][..out.len()]);
-            axpb_isa(Isa::best(), gs, xs, *l, first, [k, a, b], mask, out);
+            axpb_isa(Isa::best(), gs, xs, *l, first, &coef, mask.as_deref(), out);
         })
     });
     (
@@ -253,8 +242,8 @@ fn channel_dot<T: Wide>(
 
 /// Over a run of whole planes starting at plane `first`: `out = k · u' +
 /// a · v + b` with the coefficients `[k, a, b]` of each plane's channel,
-/// where `u' = u`, or with a mask `(scale, shift)`, `u` where `v · scale +
-/// shift > 0` and 0 elsewhere.
+/// where `u' = u`, or with masks `(scale, shift)` per channel, `u` where
+/// `v · scale + shift > 0` and 0 elsewhere.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn axpb<T: Fma>(
@@ -262,25 +251,25 @@ fn axpb<T: Fma>(
     v: &[T],
     l: Layout,
     first: usize,
-    [k, a, b]: [&[T]; 3],
-    mask: Option<(&[T], &[T])>,
+    coef: &[[T; 3]],
+    mask: Option<&[(T, T)]>,
     out: &mut [T],
 ) {
-    let planes = out.chunks_exact_mut(l.plane.max(1)).zip(
-        u.chunks_exact(l.plane.max(1))
-            .zip(v.chunks_exact(l.plane.max(1))),
-    );
+    let p = l.plane.max(1);
+    let planes = out
+        .chunks_exact_mut(p)
+        .zip(u.chunks_exact(p).zip(v.chunks_exact(p)));
     for (i, (out, (u, v))) in planes.enumerate() {
         let c = (first + i) % l.channels;
-        let (k, a, b) = (k[c], a[c], b[c]);
+        let [k, a, b] = coef[c];
         match mask {
             None => {
                 for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
                     *o = u.fma(k, v.fma(a, b));
                 }
             }
-            Some((s, t)) => {
-                let (s, t) = (s[c], t[c]);
+            Some(mask) => {
+                let (s, t) = mask[c];
                 for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
                     let u = if v.fma(s, t) > T::zero() {
                         u
@@ -295,24 +284,12 @@ fn axpb<T: Fma>(
 }
 
 /// Over a run of whole planes starting at plane `first`: `out = max(x ·
-/// scale + shift, floor)` with each plane's channel's `scale` and `shift`.
+/// scale + shift, floor)` with each plane's channel's `(scale, shift)`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn affine_max<T: Fma>(
-    x: &[T],
-    l: Layout,
-    first: usize,
-    scale: &[T],
-    shift: &[T],
-    floor: T,
-    out: &mut [T],
-) {
-    let planes = out
-        .chunks_exact_mut(l.plane.max(1))
-        .zip(x.chunks_exact(l.plane.max(1)));
-    for (i, (out, x)) in planes.enumerate() {
-        let c = (first + i) % l.channels;
-        let (scale, shift) = (scale[c], shift[c]);
+fn affine_max<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [T]) {
+    let p = l.plane.max(1);
+    for (i, (out, x)) in out.chunks_exact_mut(p).zip(x.chunks_exact(p)).enumerate() {
+        let (scale, shift) = maps[(first + i) % l.channels];
         for (o, &v) in out.iter_mut().zip(x) {
             let y = v.fma(scale, shift);
             *o = if y > floor { y } else { floor };
@@ -322,8 +299,8 @@ fn affine_max<T: Fma>(
 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], v: &[T], l: Layout, first: usize, coef: [&[T]; 3], mask: Option<(&[T], &[T])>, out: &mut [T]) => axpb);
-crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, scale: &[T], shift: &[T], floor: T, out: &mut [T]) => affine_max);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>, out: &mut [T]) => axpb);
+crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [T]) => affine_max);
 
 #[cfg(test)]
 mod tests {
