@@ -59,8 +59,13 @@ pub fn cat(xs: &[&Tensor]) -> Result<Tensor> {
 
 /// ShuffleNet's channel shuffle (PyTorch `nn.ChannelShuffle(groups)`): view
 /// `[N, g, C/g, H, W]`, swap axes 1 and 2, flatten. `C % groups` must be 0.
+/// With 1 or `C` groups the permutation is the identity and `x` itself is
+/// returned (no copy, no autograd node).
 pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
     let [n, c, h, w] = nchw("channel_shuffle", x)?;
+    if groups == 1 || (groups == c && c > 0) {
+        return Ok(x.clone());
+    }
     let mut y = super::zeroed(x.numel());
     shuffle::channel_shuffle(&x.data(), &mut y, n, c, h * w, groups)?;
     Ok(Tensor::from_op(
