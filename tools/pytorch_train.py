@@ -2,7 +2,7 @@
 time-to-accuracy comparisons, and `gconv bench train`'s reference numbers.
 
     python3 -m venv .venv && .venv/bin/pip install torch pytorchcv numpy
-    .venv/bin/python tools/pytorch_train.py [--model shufflenet_g3_wd2_cifar] \
+    .venv/bin/python tools/pytorch_train.py [--model shufflenet_g1_w3d4_cifar] \
         [--epochs 10] [--train-limit N] [--threads 2]
     .venv/bin/python tools/pytorch_train.py --bench --model shufflenet_g3_w1 --batch-size 32
 
@@ -147,7 +147,7 @@ def train(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", default="shufflenet_g3_wd2_cifar")
+    p.add_argument("--model", default="shufflenet_g1_w3d4_cifar")
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)

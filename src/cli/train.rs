@@ -10,15 +10,16 @@ use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Train a model on a data set (defaults: shufflenet_g3_wd2_cifar on
+/// Train a model on a data set (defaults: shufflenet_g1_w3d4_cifar on
 /// Fashion-MNIST, 10 epochs of SGD with Nesterov momentum, cosine schedule,
-/// label smoothing, random crops and flips, each batch as two halves side
-/// by side: 92.9 % in about 28 minutes on 2 cores).
+/// label smoothing, random flips, each batch as two halves side by side,
+/// evaluation with flip test-time augmentation: 94.0 % in about 30 minutes
+/// on 2 cores).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A registered model (`gconv info --list`); `_cifar` ShuffleNets suit
     /// 28×28 and 32×32 images.
-    #[arg(long, default_value = "shufflenet_g3_wd2_cifar")]
+    #[arg(long, default_value = "shufflenet_g1_w3d4_cifar")]
     model: String,
     #[arg(long, value_enum, default_value = "fashion-mnist")]
     dataset: Kind,
@@ -72,6 +73,10 @@ pub struct TrainArgs {
     /// Turn random horizontal flips off.
     #[arg(long)]
     no_flip: bool,
+    /// Flip each image in every other epoch (a random phase per image)
+    /// instead of at random in each epoch.
+    #[arg(long)]
+    alternate_flip: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Use only the first N training images.
@@ -128,6 +133,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             input_size: [args.input_size[0], args.input_size[1]],
             split_batch: !args.whole_batch,
             flip_tta: !args.no_flip_tta,
+            alternate_flip: args.alternate_flip,
         }
     };
     config.validate()?;

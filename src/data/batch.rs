@@ -19,6 +19,11 @@ pub struct Augment {
     pub pad: usize,
     /// Mirror left–right with probability ½.
     pub flip: bool,
+    /// With `flip`: draw each image's flip once per run and invert it every
+    /// other epoch, so that every two epochs show each image both ways
+    /// (the "alternating flip" of Jordan, 2024), instead of an independent
+    /// draw every epoch.
+    pub alternate: bool,
 }
 
 /// `(x / 255 − mean[c]) / std[c]` per channel.
@@ -83,7 +88,12 @@ pub fn batch(
                     let p = a.pad as i64;
                     let dy = r.random_range(-p..=p) as isize;
                     let dx = r.random_range(-p..=p) as isize;
-                    (dy, dx, a.flip && r.random_bool(0.5))
+                    let flip = if a.alternate {
+                        rng(seed, 3, 0, i as u64).random_bool(0.5) ^ (epoch % 2 == 1)
+                    } else {
+                        r.random_bool(0.5)
+                    };
+                    (dy, dx, a.flip && flip)
                 }
                 None => (0, 0, false),
             };
@@ -138,7 +148,11 @@ mod tests {
         assert_eq!(plain.labels, [0]);
         assert_eq!(plain.images.to_vec()[0], (120.0 / 255.0 - 0.5) / 0.25);
 
-        let aug = Augment { pad: 1, flip: true };
+        let aug = Augment {
+            pad: 1,
+            flip: true,
+            alternate: false,
+        };
         let a = batch(&d, &[0, 1], &norm, Some((aug, 9, 3)))
             .unwrap()
             .images
@@ -163,6 +177,28 @@ mod tests {
             .map(|v| (v as f32 * 10.0 / 255.0 - 0.5) / 0.25)
             .collect();
         assert!(a.iter().all(|v| *v == zero || pixels.contains(v)));
+
+        // Alternating flips: consecutive epochs show each image both ways.
+        let alt = Augment {
+            pad: 0,
+            flip: true,
+            alternate: true,
+        };
+        let view = |e| {
+            batch(&d, &[0, 1], &norm, Some((alt, 9, e)))
+                .unwrap()
+                .images
+                .to_vec()
+        };
+        let mirrored = |v: Vec<f32>| {
+            let mut v = v;
+            v.chunks_exact_mut(4).for_each(<[f32]>::reverse);
+            v
+        };
+        for e in 0..4 {
+            assert_eq!(view(e + 1), mirrored(view(e)));
+            assert_eq!(view(e + 2), view(e));
+        }
 
         let o = epoch_order(10, 5, 0);
         assert_eq!(o, epoch_order(10, 5, 0));

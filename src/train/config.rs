@@ -54,12 +54,17 @@ pub struct TrainConfig {
     /// the option existed.
     #[serde(default)]
     pub flip_tta: bool,
+    /// Flip each image in alternate epochs instead of at random every
+    /// epoch (see `data::Augment::alternate`). Off in runs saved before the
+    /// option existed.
+    #[serde(default)]
+    pub alternate_flip: bool,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            model: "shufflenet_g3_wd2_cifar".into(),
+            model: "shufflenet_g1_w3d4_cifar".into(),
             dataset: Kind::FashionMnist,
             data_dir: Kind::FashionMnist.default_dir(),
             epochs: 10,
@@ -82,6 +87,7 @@ impl Default for TrainConfig {
             input_size: [32, 32],
             split_batch: true,
             flip_tta: true,
+            alternate_flip: false,
         }
     }
 }

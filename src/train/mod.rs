@@ -195,6 +195,7 @@ pub fn train(
     let augment = Augment {
         pad: config.crop_padding,
         flip: config.flip,
+        alternate: config.alternate_flip,
     };
     for epoch in progress.epoch..config.epochs {
         let start = Instant::now();
