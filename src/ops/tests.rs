@@ -121,11 +121,21 @@ fn conv2d_rejects_bad_arguments() {
 #[test]
 fn shuffle_cat_and_elementwise_gradients() {
     let x = param(&[2, 6, 3, 2], 1);
-    gradcheck(std::slice::from_ref(&x), |t| channel_shuffle(&t[0], 3), 1e-2, 1);
+    gradcheck(
+        std::slice::from_ref(&x),
+        |t| channel_shuffle(&t[0], 3),
+        1e-2,
+        1,
+    );
     // One group, or one channel per group: the identity, gradient included.
     for g in [1, 6] {
         assert_eq!(channel_shuffle(&x, g).unwrap().to_vec(), x.to_vec());
-        gradcheck(std::slice::from_ref(&x), |t| channel_shuffle(&t[0], g), 1e-2, 1);
+        gradcheck(
+            std::slice::from_ref(&x),
+            |t| channel_shuffle(&t[0], g),
+            1e-2,
+            1,
+        );
     }
     assert!(channel_shuffle(&x, 0).is_err());
     let (a, b) = (param(&[2, 2, 3, 3], 2), param(&[2, 3, 3, 3], 3));
