@@ -153,6 +153,9 @@ fn resuming_after_an_epoch_gives_bit_identical_weights() {
     assert_eq!(e.confusion, back.confusion);
     assert!((e.loss - back.loss).abs() < 1e-5);
     assert!(plain.loss != e.loss);
+    // Batches of one image (no halves to split) score as batches of 7.
+    let single = train::evaluate(model.as_ref(), &data.test, &data.normalize, 1, false).unwrap();
+    assert!((single.loss - plain.loss).abs() < 1e-5 && single.confusion == plain.confusion);
 
     // A damaged checkpoint is an error naming the file, not a panic.
     let ck = twice.join("checkpoint.safetensors");

@@ -20,7 +20,9 @@ pub struct Evaluation {
 /// Runs `model` over `data` in batches of `batch_size`. The model should
 /// be in eval mode. With `flip`, each image's logits are the mean of the
 /// logits of the image and of its mirror image (test-time augmentation
-/// with the training's horizontal flips; twice the work).
+/// with the training's horizontal flips; twice the work). The two views,
+/// or without `flip` the two halves of each batch, run side by side
+/// (`rayon::join`), as training runs its half batches.
 pub fn evaluate(
     model: &dyn Module,
     data: &Dataset,
@@ -32,20 +34,32 @@ pub fn evaluate(
     let mut confusion = vec![vec![0; k]; k];
     let (mut loss, mut top5) = (0.0, 0usize);
     let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let b = batch(data, chunk, normalize, None)?;
-        let mut logits = no_grad(|| model.forward(&b.images))?;
-        if flip {
-            let mirrored = no_grad(|| model.forward(&mirror(&b.images)?))?;
-            let mean = (logits.data().iter().zip(mirrored.data().iter()))
-                .map(|(a, b)| 0.5 * (a + b))
-                .collect();
-            logits = Tensor::from_vec(mean, logits.shape())?;
+    // Logits `[n, k]` of the images `part`, mirrored or not.
+    let logits = |part: &[usize], mirrored: bool| -> Result<Vec<f32>> {
+        let mut x = batch(data, part, normalize, None)?.images;
+        if mirrored {
+            x = mirror(&x)?;
         }
-        loss += no_grad(|| ops::cross_entropy(&logits, &b.labels, 0.0))?.item()? as f64
+        Ok(no_grad(|| model.forward(&x))?.to_vec())
+    };
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let scores = if flip {
+            let (plain, mirrored) = rayon::join(|| logits(chunk, false), || logits(chunk, true));
+            (plain?.iter().zip(&mirrored?))
+                .map(|(a, b)| 0.5 * (a + b))
+                .collect()
+        } else if chunk.len() < 2 {
+            logits(chunk, false)?
+        } else {
+            let (a, b) = chunk.split_at(chunk.len() / 2);
+            let (a, b) = rayon::join(|| logits(a, false), || logits(b, false));
+            [a?, b?].concat()
+        };
+        let labels: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let scores = Tensor::from_vec(scores, &[chunk.len(), k])?;
+        loss += no_grad(|| ops::cross_entropy(&scores, &labels, 0.0))?.item()? as f64
             * chunk.len() as f64;
-        let scores = logits.to_vec();
-        for (row, &label) in scores.chunks_exact(k).zip(&b.labels) {
+        for (row, &label) in scores.to_vec().chunks_exact(k).zip(&labels) {
             let rank = row.iter().filter(|&&s| s > row[label]).count();
             top5 += usize::from(rank < 5);
             confusion[label][argmax(row)] += 1;
