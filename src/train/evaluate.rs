@@ -34,32 +34,29 @@ pub fn evaluate(
     let mut confusion = vec![vec![0; k]; k];
     let (mut loss, mut top5) = (0.0, 0usize);
     let indices: Vec<usize> = (0..data.len()).collect();
-    // Logits `[n, k]` of the images `part`, mirrored or not.
-    let logits = |part: &[usize], mirrored: bool| -> Result<Vec<f32>> {
-        let mut x = batch(data, part, normalize, None)?.images;
-        if mirrored {
-            x = mirror(&x)?;
-        }
-        Ok(no_grad(|| model.forward(&x))?.to_vec())
-    };
+    let forward = |x: &Tensor| -> Result<Vec<f32>> { Ok(no_grad(|| model.forward(x))?.to_vec()) };
+    // Logits `[n, k]` of the images `part`.
+    let logits = |part: &[usize]| forward(&batch(data, part, normalize, None)?.images);
     for chunk in indices.chunks(batch_size.max(1)) {
-        let scores = if flip {
-            let (plain, mirrored) = rayon::join(|| logits(chunk, false), || logits(chunk, true));
+        let scores: Vec<f32> = if flip {
+            let x = batch(data, chunk, normalize, None)?.images;
+            let mirrored = mirror(&x)?;
+            let (plain, mirrored) = rayon::join(|| forward(&x), || forward(&mirrored));
             (plain?.iter().zip(&mirrored?))
                 .map(|(a, b)| 0.5 * (a + b))
                 .collect()
         } else if chunk.len() < 2 {
-            logits(chunk, false)?
+            logits(chunk)?
         } else {
             let (a, b) = chunk.split_at(chunk.len() / 2);
-            let (a, b) = rayon::join(|| logits(a, false), || logits(b, false));
+            let (a, b) = rayon::join(|| logits(a), || logits(b));
             [a?, b?].concat()
         };
         let labels: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
-        let scores = Tensor::from_vec(scores, &[chunk.len(), k])?;
-        loss += no_grad(|| ops::cross_entropy(&scores, &labels, 0.0))?.item()? as f64
+        let batch_logits = Tensor::from_vec(scores.clone(), &[chunk.len(), k])?;
+        loss += no_grad(|| ops::cross_entropy(&batch_logits, &labels, 0.0))?.item()? as f64
             * chunk.len() as f64;
-        for (row, &label) in scores.to_vec().chunks_exact(k).zip(&labels) {
+        for (row, &label) in scores.chunks_exact(k).zip(&labels) {
             let rank = row.iter().filter(|&&s| s > row[label]).count();
             top5 += usize::from(rank < 5);
             confusion[label][argmax(row)] += 1;
