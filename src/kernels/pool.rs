@@ -3,6 +3,7 @@
 //! One parallel task per (image, channel) plane.
 
 use crate::error::{Error, Result};
+use crate::simd::{Fma, Isa};
 use rayon::prelude::*;
 
 /// The geometry of a pooling layer: windows of `kernel` every `stride`
@@ -168,43 +169,73 @@ pub fn max_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -
     Ok(())
 }
 
-/// For each output position along dimension `d`: the input range its
-/// window covers and the window's size including padding.
-fn windows(s: &PoolShape, d: usize) -> Vec<(std::ops::Range<usize>, usize)> {
-    (0..s.output()[d]).map(|o| s.window(d, o)).collect()
+/// Planes pooled side by side by the average-pooling kernels: one vector
+/// lane per plane, so that even 4×4 and 7×7 planes run at vector width.
+const LANES: usize = 16;
+
+/// One value of each of [`LANES`] planes.
+type Lanes<T> = [T; LANES];
+
+/// Element types of the average-pooling kernels.
+pub(crate) trait Lane: Fma + std::ops::Div<Output = Self> {}
+impl<T: Fma + std::ops::Div<Output = T>> Lane for T {}
+
+/// Average pooling's separable geometry: per output row the input rows of
+/// its window, per output column the input columns (both clipped to the
+/// input), and per output the divisor, the window's size including padding.
+pub(crate) struct Windows {
+    rows: Vec<std::ops::Range<usize>>,
+    cols: Vec<std::ops::Range<usize>>,
+    width: usize,
+}
+
+impl Windows {
+    fn new(s: &PoolShape) -> (Windows, Vec<f32>) {
+        let [oh, ow] = s.output();
+        let (rows, heights): (Vec<_>, Vec<_>) = (0..oh).map(|o| s.window(0, o)).unzip();
+        let (cols, widths): (Vec<_>, Vec<_>) = (0..ow).map(|o| s.window(1, o)).unzip();
+        let divisors = heights
+            .iter()
+            .flat_map(|&dh| widths.iter().map(move |&dw| (dh * dw) as f32))
+            .collect();
+        let windows = Windows {
+            rows,
+            cols,
+            width: s.input[1],
+        };
+        (windows, divisors)
+    }
+
+    /// Zeroed scratch: `[H · OW]` row sums and one buffer per plane size.
+    fn scratch<T: Fma>(&self, s: &PoolShape) -> [Vec<Lanes<T>>; 3] {
+        let zero = [T::zero(); LANES];
+        [s.input[0] * self.cols.len(), s.in_plane(), s.out_plane()].map(|n| vec![zero; n])
+    }
+}
+
+/// Planes per parallel task of the average-pooling kernels: a multiple of
+/// [`LANES`].
+fn lane_planes(s: &PoolShape) -> usize {
+    s.planes_per_task().div_ceil(LANES) * LANES
 }
 
 /// Average pooling: each window's sum over the input, divided by the
-/// window's size including padding. Separable: window sums along each row
-/// into an `[H, OW]` scratch, then sums of those down each column.
+/// window's size including padding. Separable: window sums along each row,
+/// then sums of those down each column; [`LANES`] planes side by side.
 pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
-    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), s.planes_per_task());
-    let (rows, cols) = (windows(s, 0), windows(s, 1));
-    let [h, w] = s.input;
-    let ow = cols.len();
-    y.par_chunks_mut(op * per_task)
-        .enumerate()
-        .for_each(|(t, out)| {
-            let mut across = vec![0f32; h * ow];
-            for (k, out) in out.chunks_mut(op).enumerate() {
-                let plane = &x[(t * per_task + k) * ip..][..ip];
-                for (row, sums) in plane.chunks_exact(w).zip(across.chunks_exact_mut(ow)) {
-                    for (sum, (c, _)) in sums.iter_mut().zip(&cols) {
-                        *sum = row[c.clone()].iter().sum();
-                    }
-                }
-                for (out, (r, dh)) in out.chunks_exact_mut(ow).zip(&rows) {
-                    out.fill(0.0);
-                    for sums in across[r.start * ow..r.end * ow].chunks_exact(ow) {
-                        out.iter_mut().zip(sums).for_each(|(o, v)| *o += v);
-                    }
-                    for (o, (_, dw)) in out.iter_mut().zip(&cols) {
-                        *o /= (dh * dw) as f32;
-                    }
-                }
+    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), lane_planes(s));
+    let (win, divisors) = Windows::new(s);
+    y.par_chunks_mut(op * per_task).enumerate().for_each_init(
+        || win.scratch(s),
+        |[across, xt, yt], (t, out)| {
+            for (b, out) in out.chunks_mut(op * LANES).enumerate() {
+                let first = t * per_task + b * LANES;
+                let x = &x[first * ip..][..out.len() / op * ip];
+                avg_forward_isa(Isa::best(), &win, &divisors, x, out, xt, across, yt);
             }
-        });
+        },
+    );
     Ok(())
 }
 
@@ -212,34 +243,123 @@ pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
 /// first (each output's share spread over its window's rows), then rows.
 pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check(dx.len(), dy.len())?;
-    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), s.planes_per_task());
-    let (rows, cols) = (windows(s, 0), windows(s, 1));
-    let [h, w] = s.input;
-    let ow = cols.len();
-    dx.par_chunks_mut(ip * per_task)
-        .enumerate()
-        .for_each(|(t, planes)| {
-            let mut down = vec![0f32; h * ow];
-            for (k, plane) in planes.chunks_mut(ip).enumerate() {
-                let grads = &dy[(t * per_task + k) * op..][..op];
-                down.fill(0.0);
-                for (g, (r, dh)) in grads.chunks_exact(ow).zip(&rows) {
-                    for share in down[r.start * ow..r.end * ow].chunks_exact_mut(ow) {
-                        for ((d, &g), (_, dw)) in share.iter_mut().zip(g).zip(&cols) {
-                            *d += g / (dh * dw) as f32;
-                        }
-                    }
-                }
-                for (row, shares) in plane.chunks_exact_mut(w).zip(down.chunks_exact(ow)) {
-                    row.fill(0.0);
-                    for (&g, (c, _)) in shares.iter().zip(&cols) {
-                        row[c.clone()].iter_mut().for_each(|v| *v += g);
-                    }
-                }
+    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), lane_planes(s));
+    let (win, divisors) = Windows::new(s);
+    dx.par_chunks_mut(ip * per_task).enumerate().for_each_init(
+        || win.scratch(s),
+        |[down, dxt, dyt], (t, planes)| {
+            for (b, planes) in planes.chunks_mut(ip * LANES).enumerate() {
+                let first = t * per_task + b * LANES;
+                let dy = &dy[first * op..][..planes.len() / ip * op];
+                avg_backward_isa(Isa::best(), &win, &divisors, dy, planes, dyt, down, dxt);
             }
-        });
+        },
+    );
     Ok(())
 }
+
+/// `v[k] += a[k]` lane by lane.
+#[inline(always)]
+fn add_lanes<T: Lane>(v: &mut Lanes<T>, a: &Lanes<T>) {
+    for k in 0..LANES {
+        v[k] = v[k] + a[k];
+    }
+}
+
+/// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
+/// `t.len()` values; lanes past the last plane are left as they are).
+#[inline(always)]
+fn to_lanes<T: Copy>(planes: &[T], t: &mut [Lanes<T>]) {
+    for (j, plane) in planes.chunks_exact(t.len()).enumerate() {
+        for (v, &a) in t.iter_mut().zip(plane) {
+            v[j] = a;
+        }
+    }
+}
+
+/// The inverse of [`to_lanes`]: plane `j` of `planes` gets lane `j`.
+#[inline(always)]
+fn from_lanes<T: Copy>(t: &[Lanes<T>], planes: &mut [T]) {
+    for (j, plane) in planes.chunks_exact_mut(t.len()).enumerate() {
+        for (a, v) in plane.iter_mut().zip(t) {
+            *a = v[j];
+        }
+    }
+}
+
+/// [`avg_forward`] of up to [`LANES`] planes `x` into `y`. `xt` (`[H·W]`),
+/// `across` (`[H · OW]`) and `yt` (`[OH · OW]`) are scratch.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn avg_forward_lanes<T: Lane>(
+    win: &Windows,
+    divisors: &[T],
+    x: &[T],
+    y: &mut [T],
+    xt: &mut [Lanes<T>],
+    across: &mut [Lanes<T>],
+    yt: &mut [Lanes<T>],
+) {
+    let ow = win.cols.len();
+    to_lanes(x, xt);
+    for (row, sums) in xt.chunks_exact(win.width).zip(across.chunks_exact_mut(ow)) {
+        for (sum, c) in sums.iter_mut().zip(&win.cols) {
+            // Starting from the first value, as `Iterator::sum` (from −0).
+            let window = &row[c.clone()];
+            *sum = window.first().copied().unwrap_or([T::zero(); LANES]);
+            window.iter().skip(1).for_each(|v| add_lanes(sum, v));
+        }
+    }
+    let outputs = yt.chunks_exact_mut(ow).zip(divisors.chunks_exact(ow));
+    for ((out, divisors), r) in outputs.zip(&win.rows) {
+        out.fill([T::zero(); LANES]);
+        for sums in across[r.start * ow..r.end * ow].chunks_exact(ow) {
+            out.iter_mut().zip(sums).for_each(|(o, v)| add_lanes(o, v));
+        }
+        for (o, &d) in out.iter_mut().zip(divisors) {
+            o.iter_mut().for_each(|v| *v = *v / d);
+        }
+    }
+    from_lanes(yt, y);
+}
+
+/// [`avg_backward`] of up to [`LANES`] planes: `dy` into `dx`. `dyt`
+/// (`[OH · OW]`), `down` (`[H · OW]`) and `dxt` (`[H·W]`) are scratch.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn avg_backward_lanes<T: Lane>(
+    win: &Windows,
+    divisors: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    dyt: &mut [Lanes<T>],
+    down: &mut [Lanes<T>],
+    dxt: &mut [Lanes<T>],
+) {
+    let ow = win.cols.len();
+    to_lanes(dy, dyt);
+    down.fill([T::zero(); LANES]);
+    let grads = dyt.chunks_exact(ow).zip(divisors.chunks_exact(ow));
+    for ((g, divisors), r) in grads.zip(&win.rows) {
+        for share in down[r.start * ow..r.end * ow].chunks_exact_mut(ow) {
+            for ((d, g), &div) in share.iter_mut().zip(g).zip(divisors) {
+                for k in 0..LANES {
+                    d[k] = d[k] + g[k] / div;
+                }
+            }
+        }
+    }
+    for (row, shares) in dxt.chunks_exact_mut(win.width).zip(down.chunks_exact(ow)) {
+        row.fill([T::zero(); LANES]);
+        for (g, c) in shares.iter().zip(&win.cols) {
+            row[c.clone()].iter_mut().for_each(|v| add_lanes(v, g));
+        }
+    }
+    from_lanes(dxt, dx);
+}
+
+crate::dispatch!(fn avg_forward_isa<T: Lane>(win: &Windows, divisors: &[T], x: &[T], y: &mut [T], xt: &mut [Lanes<T>], across: &mut [Lanes<T>], yt: &mut [Lanes<T>]) => avg_forward_lanes);
+crate::dispatch!(fn avg_backward_isa<T: Lane>(win: &Windows, divisors: &[T], dy: &[T], dx: &mut [T], dyt: &mut [Lanes<T>], down: &mut [Lanes<T>], dxt: &mut [Lanes<T>]) => avg_backward_lanes);
 
 /// Plain per-window average pooling, forward and input gradient: the
 /// oracle for [`avg_forward`] and [`avg_backward`].
