@@ -506,6 +506,31 @@ fn bench_train_prints_json_rows() {
         (Some("shufflenet_g1_wd4_cifar"), Some(4))
     );
     assert!(row["ms"].as_f64().unwrap() > 0.0 && row["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(row["split_batch"].as_bool(), Some(true));
+    let small = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--model",
+            "shufflenet_g1_wd4_cifar",
+            "--batch-size",
+            "3",
+            "--input-size",
+            "8",
+            "8",
+            "--repeat",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        gconv(&args, dir.path())
+    };
+    // Three images do not split into halves of two; whole, they run.
+    assert_error(&small(&[]), "at least 4");
+    let whole = small(&["--whole-batch"]);
+    assert_ok(&whole);
+    let rows: serde_json::Value = serde_json::from_slice(&whole.stdout).unwrap();
+    assert_eq!(rows[0]["split_batch"].as_bool(), Some(false));
     assert_error(
         &gconv(&["bench", "train", "--model", "nope"], dir.path()),
         "unknown model",

@@ -42,6 +42,11 @@ pub struct TrainArgs {
     /// Timed steps per model (the median is reported), after one warm-up.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Run the whole batch through the network at once, each operation
+    /// spread over the threads, instead of as two halves on separate
+    /// threads (the default, as `gconv train`; batch statistics per half).
+    #[arg(long)]
+    whole_batch: bool,
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
@@ -414,8 +419,13 @@ fn train_steps(args: TrainArgs) -> Result<()> {
     let mut rows = Vec::new();
     if !args.json {
         println!(
-            "training step (forward, backward, SGD momentum), float32, {} threads, median of {}",
+            "training step (forward, backward, SGD momentum), float32, {} threads, {}, median of {}",
             rayon::current_num_threads(),
+            if args.whole_batch {
+                "whole batch"
+            } else {
+                "batch split in two halves across the threads"
+            },
             args.repeat
         );
         println!(
@@ -432,15 +442,46 @@ fn train_steps(args: TrainArgs) -> Result<()> {
         let batch = args
             .batch_size
             .unwrap_or(if name.contains("cifar") { 64 } else { 32 });
-        anyhow::ensure!(batch >= 2, "--batch-size must be at least 2 (batch norm)");
+        let min_batch = if args.whole_batch { 2 } else { 4 };
+        anyhow::ensure!(
+            batch >= min_batch,
+            "--batch-size must be at least {min_batch} (batch norm{})",
+            if args.whole_batch {
+                ""
+            } else {
+                " on each half"
+            }
+        );
         let net = gconv::models::build(name, &mut rng)?;
         let mut opt = Sgd::new(nn::parameters(net.as_ref()), SgdConfig::default())?;
-        let x = gconv::Tensor::randn(&[batch, c, h, w], &mut rng);
-        let labels: Vec<usize> = (0..batch).map(|_| rng.random_range(0..10)).collect();
+        // The batch as parts run side by side: one, or two halves.
+        let parts = if args.whole_batch {
+            vec![batch]
+        } else {
+            vec![batch / 2, batch - batch / 2]
+        };
+        let parts: Vec<(gconv::Tensor, Vec<usize>)> = parts
+            .into_iter()
+            .map(|n| {
+                let x = gconv::Tensor::randn(&[n, c, h, w], &mut rng);
+                (x, (0..n).map(|_| rng.random_range(0..10)).collect())
+            })
+            .collect();
+        // Adds the gradients of one part, its loss weighted by its share.
+        let part = |(x, labels): &(gconv::Tensor, Vec<usize>)| -> gconv::Result<()> {
+            let loss = gconv::ops::cross_entropy(&net.forward(x)?, labels, 0.0)?;
+            loss.backward_with(vec![labels.len() as f32 / batch as f32])
+        };
         let times = try_times_ms(args.repeat, || {
             opt.zero_grad();
-            let loss = gconv::ops::cross_entropy(&net.forward(&x)?, &labels, 0.0)?;
-            loss.backward()?;
+            match &parts[..] {
+                [a, b] => {
+                    let (ra, rb) =
+                        rayon::join(|| part(a), || nn::without_running_stats(|| part(b)));
+                    ra.and(rb)?;
+                }
+                whole => whole.iter().try_for_each(part)?,
+            }
             opt.step(0.01);
             Ok(())
         })?;
@@ -464,6 +505,7 @@ fn train_steps(args: TrainArgs) -> Result<()> {
             "input_size": [h, w],
             "ms": ms,
             "images_per_s": images_per_s,
+            "split_batch": !args.whole_batch,
             "pytorch_images_per_s": torch,
         }));
     }
