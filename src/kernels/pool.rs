@@ -181,8 +181,8 @@ pub(crate) trait Lane: Fma + std::ops::Div<Output = Self> {}
 impl<T: Fma + std::ops::Div<Output = T>> Lane for T {}
 
 /// Average pooling's separable geometry: per output row the input rows of
-/// its window, per output column the input columns (both clipped to the
-/// input), and per output the divisor, the window's size including padding.
+/// its window, per output column its input columns (both clipped to the
+/// input).
 pub(crate) struct Windows {
     rows: Vec<std::ops::Range<usize>>,
     cols: Vec<std::ops::Range<usize>>,
@@ -190,6 +190,8 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
+    /// The windows of `s`, and per output (`[OH · OW]`) its divisor: the
+    /// window's size including padding.
     fn new(s: &PoolShape) -> (Windows, Vec<f32>) {
         let [oh, ow] = s.output();
         let (rows, heights): (Vec<_>, Vec<_>) = (0..oh).map(|o| s.window(0, o)).unzip();
