@@ -105,32 +105,22 @@ pub enum Kernel {
     Direct,
 }
 
-impl Kernel {
-    fn direct(self, s: &Conv2dShape) -> bool {
-        match self {
-            Kernel::Auto => direct::suits(s),
-            Kernel::Gemm => false,
-            Kernel::Direct => true,
-        }
-    }
-}
-
 /// One forward pass of `s`.
 pub fn forward(s: &Conv2dShape, b: &mut Buffers, kernel: Kernel) -> Result<()> {
-    let f = if kernel.direct(s) {
-        direct::forward
-    } else {
-        conv_gemm::forward
+    let f = match kernel {
+        Kernel::Auto => super::conv2d_forward,
+        Kernel::Gemm => conv_gemm::forward,
+        Kernel::Direct => direct::forward,
     };
     f(s, &b.x, &b.w, None, &mut b.y)
 }
 
 /// One backward pass (input and weight gradients; `y` serves as `dy`).
 pub fn backward(s: &Conv2dShape, b: &mut Buffers, kernel: Kernel) -> Result<()> {
-    let f = if kernel.direct(s) {
-        direct::backward
-    } else {
-        conv_gemm::backward
-    };
-    f(s, &b.x, &b.w, &b.y, Some(&mut b.dx), Some(&mut b.dw), None)
+    let (dx, dw) = (Some(&mut b.dx[..]), Some(&mut b.dw[..]));
+    match kernel {
+        Kernel::Auto => super::conv2d_backward(s, &b.x, &b.w, &b.y, [dx, dw, None]),
+        Kernel::Gemm => conv_gemm::backward(s, &b.x, &b.w, &b.y, dx, dw, None),
+        Kernel::Direct => direct::backward(s, &b.x, &b.w, &b.y, dx, dw, None),
+    }
 }

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod conv;
 pub mod conv_gemm;
+pub mod depthwise;
 pub mod direct;
 pub mod linear;
 pub(crate) mod matmul;
@@ -41,7 +42,8 @@ pub fn par_collect(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + 
 }
 
 /// `y = conv2d(x, w) + bias` (float32) with the kernel that suits `s`:
-/// [`direct`] for depthwise and few-channel groups with a spatial kernel,
+/// [`depthwise`] for depthwise layers on small planes, [`direct`] for
+/// depthwise and few-channel groups with a spatial kernel,
 /// [`conv_gemm`] otherwise.
 pub fn conv2d_forward(
     s: &Conv2dShape,
@@ -50,7 +52,9 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    if direct::suits(s) {
+    if depthwise::suits(s) {
+        depthwise::forward(s, x, w, bias, y)
+    } else if direct::suits(s) {
         direct::forward(s, x, w, bias, y)
     } else {
         conv_gemm::forward(s, x, w, bias, y)
@@ -66,7 +70,12 @@ pub fn conv2d_backward(
     dy: &[f32],
     [dx, dw, db]: [Option<&mut [f32]>; 3],
 ) -> Result<()> {
-    if direct::suits(s) {
+    if depthwise::suits(s) {
+        if let Some(dx) = dx {
+            depthwise::input_grad(s, w, dy, dx)?;
+        }
+        direct::backward(s, x, w, dy, None, dw, db)
+    } else if direct::suits(s) {
         direct::backward(s, x, w, dy, dx, dw, db)
     } else {
         conv_gemm::backward(s, x, w, dy, dx, dw, db)

@@ -1,8 +1,8 @@
-//! Both fast conv kernels against the reference on random shapes, odd
+//! The fast conv kernels against the reference on random shapes, odd
 //! channel counts and sizes that do not fill a vector included.
 
 use super::conv::{assert_backward_matches_reference, assert_forward_matches_reference};
-use super::{Conv2dShape, conv_gemm, direct};
+use super::{Conv2dShape, conv_gemm, depthwise, direct};
 use proptest::prelude::*;
 
 fn shapes() -> impl Strategy<Value = Conv2dShape> {
@@ -37,7 +37,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn gemm_and_direct_kernels_match_the_reference(s in shapes(), bias: bool, seed in 0u64..1000) {
+    fn gemm_direct_and_depthwise_kernels_match_the_reference(s in shapes(), bias: bool, seed in 0u64..1000) {
         assert_forward_matches_reference(&s, bias, seed, |x, w, b, y| conv_gemm::forward(&s, x, w, b, y));
         assert_forward_matches_reference(&s, bias, seed, |x, w, b, y| direct::forward(&s, x, w, b, y));
         assert_backward_matches_reference(&s, seed, |x, w, dy, dx, dw, db| {
@@ -46,5 +46,12 @@ proptest! {
         assert_backward_matches_reference(&s, seed, |x, w, dy, dx, dw, db| {
             direct::backward(&s, x, w, dy, Some(dx), Some(dw), Some(db))
         });
+        if depthwise::suits(&s) {
+            assert_forward_matches_reference(&s, bias, seed, |x, w, b, y| depthwise::forward(&s, x, w, b, y));
+            assert_backward_matches_reference(&s, seed, |x, w, dy, dx, dw, db| {
+                depthwise::input_grad(&s, w, dy, dx)?;
+                direct::backward(&s, x, w, dy, None, Some(dw), Some(db))
+            });
+        }
     }
 }
