@@ -87,24 +87,7 @@ pub fn forward(
     y: &mut [f32],
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
-    let table = tap_table(s, false);
-    let [oh, ow] = s.output();
-    let (ip, op) = (s.input[0] * s.input[1], oh * ow);
-    each_block(s, y, [op, ip], |n, c0, out, [src, taps, init]| {
-        let channels = out.len() / op;
-        to_lanes(
-            &x[(n * s.in_channels + c0) * ip..][..channels * ip],
-            ip,
-            src,
-        );
-        weight_lanes(w, c0, channels, taps);
-        init.fill(0.0);
-        if let Some(b) = bias {
-            init[..channels].copy_from_slice(&b[c0..c0 + channels]);
-        }
-        let init: &Lanes<f32> = (&init[..]).try_into().expect("lanes");
-        correlate_isa(Isa::best(), &table, src, taps, init, out);
-    });
+    correlate_planes(s, false, x, w, bias, y);
     Ok(())
 }
 
@@ -112,22 +95,43 @@ pub fn forward(
 /// depthwise `s` that [`suits`]; `dx` is overwritten.
 pub fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check_grad_lens(&*dx, w, dy, [Some(&*dx), None, None])?;
-    let table = tap_table(s, true);
+    correlate_planes(s, true, dy, w, None, dx);
+    Ok(())
+}
+
+/// The forward pass (`src` the input, `dst` the output) or, with
+/// `adjoint`, the input gradient (`src` the output gradient, `dst` the
+/// input gradient, no bias): [`correlate`] through the [`tap_table`], per
+/// block of channels.
+fn correlate_planes(
+    s: &Conv2dShape,
+    adjoint: bool,
+    src: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    dst: &mut [f32],
+) {
+    let table = tap_table(s, adjoint);
     let [oh, ow] = s.output();
     let (ip, op) = (s.input[0] * s.input[1], oh * ow);
-    each_block(s, dx, [ip, op], |n, c0, out, [src, taps, zero]| {
-        let channels = out.len() / ip;
-        to_lanes(
-            &dy[(n * s.out_channels + c0) * op..][..channels * op],
-            op,
-            src,
-        );
-        weight_lanes(w, c0, channels, taps);
-        zero.fill(0.0);
-        let zero: &Lanes<f32> = (&zero[..]).try_into().expect("lanes");
-        correlate_isa(Isa::best(), &table, src, taps, zero, out);
-    });
-    Ok(())
+    let (src_plane, dst_plane) = if adjoint { (op, ip) } else { (ip, op) };
+    each_block(
+        s,
+        dst,
+        [dst_plane, src_plane],
+        |n, c0, out, [lanes, taps, init]| {
+            let channels = out.len() / dst_plane;
+            let planes = &src[(n * s.out_channels + c0) * src_plane..][..channels * src_plane];
+            to_lanes(planes, src_plane, lanes);
+            weight_lanes(w, c0, channels, taps);
+            init.fill(0.0);
+            if let Some(b) = bias {
+                init[..channels].copy_from_slice(&b[c0..c0 + channels]);
+            }
+            let init: &Lanes<f32> = (&init[..]).try_into().expect("lanes");
+            correlate_isa(Isa::best(), &table, lanes, taps, init, out);
+        },
+    );
 }
 
 /// Calls `f(image, first channel, out, scratch)` for every block of up to
