@@ -121,8 +121,34 @@ macro_rules! dispatch {
 }
 
 /// Lanes of the reductions below: independent partial sums the compiler
-/// keeps in vector registers (float addition is not reassociated for us).
-const LANES: usize = 16;
+/// keeps in vector registers (float addition is not reassociated for us);
+/// also the planes (or channels) that the small-plane kernels of pooling
+/// and depthwise convolution process side by side, one lane each.
+pub(crate) const LANES: usize = 16;
+
+/// One value of each of [`LANES`] planes.
+pub(crate) type Lanes<T> = [T; LANES];
+
+/// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
+/// `t.len()` values; lanes past the last plane are left as they are).
+#[inline(always)]
+pub(crate) fn to_lanes<T: Copy>(planes: &[T], t: &mut [Lanes<T>]) {
+    for (j, plane) in planes.chunks_exact(t.len()).enumerate() {
+        for (v, &a) in t.iter_mut().zip(plane) {
+            v[j] = a;
+        }
+    }
+}
+
+/// The inverse of [`to_lanes`]: plane `j` of `planes` gets lane `j`.
+#[inline(always)]
+pub(crate) fn from_lanes<T: Copy>(t: &[Lanes<T>], planes: &mut [T]) {
+    for (j, plane) in planes.chunks_exact_mut(t.len()).enumerate() {
+        for (a, v) in plane.iter_mut().zip(t) {
+            *a = v[j];
+        }
+    }
+}
 
 /// `Σ a[i] · b[i]` over the common length: four interleaved groups of
 /// [`LANES`] partial sums (four independent vector chains, so that the

@@ -3,7 +3,7 @@
 //! One parallel task per (image, channel) plane.
 
 use crate::error::{Error, Result};
-use crate::simd::{Fma, Isa};
+use crate::simd::{Fma, Isa, LANES, Lanes, from_lanes, to_lanes};
 use rayon::prelude::*;
 
 /// The geometry of a pooling layer: windows of `kernel` every `stride`
@@ -169,13 +169,6 @@ pub fn max_backward(s: &PoolShape, dy: &[f32], argmax: &[u32], dx: &mut [f32]) -
     Ok(())
 }
 
-/// Planes pooled side by side by the average-pooling kernels: one vector
-/// lane per plane, so that even 4×4 and 7×7 planes run at vector width.
-const LANES: usize = 16;
-
-/// One value of each of [`LANES`] planes.
-type Lanes<T> = [T; LANES];
-
 /// Element types of the average-pooling kernels.
 pub(crate) trait Lane: Fma + std::ops::Div<Output = Self> {}
 impl<T: Fma + std::ops::Div<Output = T>> Lane for T {}
@@ -265,27 +258,6 @@ pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
 fn add_lanes<T: Lane>(v: &mut Lanes<T>, a: &Lanes<T>) {
     for k in 0..LANES {
         v[k] = v[k] + a[k];
-    }
-}
-
-/// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
-/// `t.len()` values; lanes past the last plane are left as they are).
-#[inline(always)]
-fn to_lanes<T: Copy>(planes: &[T], t: &mut [Lanes<T>]) {
-    for (j, plane) in planes.chunks_exact(t.len()).enumerate() {
-        for (v, &a) in t.iter_mut().zip(plane) {
-            v[j] = a;
-        }
-    }
-}
-
-/// The inverse of [`to_lanes`]: plane `j` of `planes` gets lane `j`.
-#[inline(always)]
-fn from_lanes<T: Copy>(t: &[Lanes<T>], planes: &mut [T]) {
-    for (j, plane) in planes.chunks_exact_mut(t.len()).enumerate() {
-        for (a, v) in plane.iter_mut().zip(t) {
-            *a = v[j];
-        }
     }
 }
 
