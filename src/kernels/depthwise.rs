@@ -11,14 +11,8 @@
 
 use super::conv::Conv2dShape;
 use crate::error::Result;
-use crate::simd::{Fma, Isa};
+use crate::simd::{Fma, Isa, LANES, Lanes, to_lanes};
 use rayon::prelude::*;
-
-/// Channels computed side by side.
-const LANES: usize = 16;
-
-/// One value of each of [`LANES`] channels.
-type Lanes<T> = [T; LANES];
 
 /// Largest output plane the lane kernels take. Measured on batch-32
 /// ShuffleNet shapes (3×3, 1 thread): twice as fast as the direct kernel
@@ -119,17 +113,20 @@ fn correlate_planes(
         s,
         dst,
         [dst_plane, src_plane],
-        |n, c0, out, [lanes, taps, init]| {
+        |n, c0, out, [lanes, taps]| {
             let channels = out.len() / dst_plane;
             let planes = &src[(n * s.out_channels + c0) * src_plane..][..channels * src_plane];
-            to_lanes(planes, src_plane, lanes);
+            if channels < LANES {
+                lanes.fill([0.0; LANES]);
+            }
+            // The slot after the last position stays zero.
+            to_lanes(planes, &mut lanes[..src_plane]);
             weight_lanes(w, c0, channels, taps);
-            init.fill(0.0);
+            let mut init = [0.0; LANES];
             if let Some(b) = bias {
                 init[..channels].copy_from_slice(&b[c0..c0 + channels]);
             }
-            let init: &Lanes<f32> = (&init[..]).try_into().expect("lanes");
-            correlate_isa(Isa::best(), &table, lanes, taps, init, out);
+            correlate_isa(Isa::best(), &table, lanes, taps, &init, out);
         },
     );
 }
@@ -137,13 +134,13 @@ fn correlate_planes(
 /// Calls `f(image, first channel, out, scratch)` for every block of up to
 /// [`LANES`] channels of every image, in parallel, `out` being the block's
 /// planes (`plane` values each) in `dst`. The scratch holds the source
-/// planes (`src_plane` values each) in lanes plus a zero slot, the weights
-/// in lanes and one lane vector, all flat.
+/// planes (`src_plane` values each) in lanes plus a zero slot, and the
+/// weights in lanes.
 fn each_block(
     s: &Conv2dShape,
     dst: &mut [f32],
     [plane, src_plane]: [usize; 2],
-    f: impl Fn(usize, usize, &mut [f32], [&mut [f32]; 3]) + Sync,
+    f: impl Fn(usize, usize, &mut [f32], [&mut [Lanes<f32>]; 2]) + Sync,
 ) {
     let c = s.out_channels;
     let taps = s.kernel[0] * s.kernel[1];
@@ -158,56 +155,41 @@ fn each_block(
         })
         .collect();
     blocks.into_par_iter().for_each_init(
-        // The source planes get one more lane vector, the zero slot.
-        || [(src_plane + 1) * LANES, taps * LANES, LANES].map(|n| vec![0f32; n]),
-        |[src, w, one], (n, c0, out)| f(n, c0, out, [src, w, one]),
+        || [src_plane + 1, taps].map(|n| vec![[0f32; LANES]; n]),
+        |[src, w], (n, c0, out)| f(n, c0, out, [src, w]),
     );
 }
 
-/// Lane `j` of position `i` (`t[i · LANES + j]`) gets value `i` of plane `j`
-/// of `planes` (`plane` values each); lanes past the last plane, and the
-/// zero slot after the last position, become zero.
-fn to_lanes(planes: &[f32], plane: usize, t: &mut [f32]) {
-    let count = planes.len() / plane.max(1);
-    if count < LANES {
-        t.fill(0.0);
-    } else {
-        t[plane * LANES..].fill(0.0);
-    }
-    for (j, p) in planes.chunks_exact(plane).enumerate() {
-        for (i, &v) in p.iter().enumerate() {
-            t[i * LANES + j] = v;
-        }
-    }
-}
-
-/// The kernels of channels `c0 .. c0 + channels` in lanes: `taps[t · LANES
-/// + j]` is tap `t` of channel `c0 + j` (zero past the last channel).
-fn weight_lanes(w: &[f32], c0: usize, channels: usize, taps: &mut [f32]) {
-    let k = taps.len() / LANES;
-    taps.fill(0.0);
+/// The kernels of channels `c0 .. c0 + channels` in lanes: lane `j` of
+/// `taps[t]` is tap `t` of channel `c0 + j` (zero past the last channel).
+fn weight_lanes(w: &[f32], c0: usize, channels: usize, taps: &mut [Lanes<f32>]) {
+    let k = taps.len();
+    taps.fill([0.0; LANES]);
     for j in 0..channels {
         for (t, &v) in w[(c0 + j) * k..][..k].iter().enumerate() {
-            taps[t * LANES + j] = v;
+            taps[t][j] = v;
         }
     }
 }
 
 /// `out[j][p] = init[j] + Σ_t taps[t][j] · src[table[p][t]][j]` for the
 /// `out.len() / positions` planes `j` of `out`, taps in order, one fused
-/// multiply-add each (all flat, lanes innermost).
+/// multiply-add each.
 #[inline(always)]
-fn correlate<T: Fma>(table: &[u32], src: &[T], taps: &[T], init: &Lanes<T>, out: &mut [T]) {
-    let k = taps.len() / LANES;
+fn correlate<T: Fma>(
+    table: &[u32],
+    src: &[Lanes<T>],
+    taps: &[Lanes<T>],
+    init: &Lanes<T>,
+    out: &mut [T],
+) {
+    let k = taps.len();
     let positions = table.len() / k.max(1);
     let planes = out.len() / positions.max(1);
-    let lane = |data: &[T], i: usize| -> Lanes<T> {
-        data[i * LANES..][..LANES].try_into().expect("lanes")
-    };
     for (p, row) in table.chunks_exact(k).enumerate() {
         let mut acc = *init;
-        for (t, &at) in row.iter().enumerate() {
-            let (w, v) = (lane(taps, t), lane(src, at as usize));
+        for (w, &at) in taps.iter().zip(row) {
+            let v = &src[at as usize];
             for j in 0..LANES {
                 acc[j] = w[j].fma(v[j], acc[j]);
             }
@@ -218,7 +200,7 @@ fn correlate<T: Fma>(table: &[u32], src: &[T], taps: &[T], init: &Lanes<T>, out:
     }
 }
 
-crate::dispatch!(fn correlate_isa<T: Fma>(table: &[u32], src: &[T], taps: &[T], init: &Lanes<T>, out: &mut [T]) => correlate);
+crate::dispatch!(fn correlate_isa<T: Fma>(table: &[u32], src: &[Lanes<T>], taps: &[Lanes<T>], init: &Lanes<T>, out: &mut [T]) => correlate);
 
 #[cfg(test)]
 mod tests {
