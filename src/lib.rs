@@ -11,11 +11,14 @@
 //! - [`tensor`]: float32 tensors with reverse-mode automatic differentiation.
 //! - [`ops`]: differentiable operations (PyTorch's `torch.nn.functional`).
 //! - [`nn`]: modules with named parameters (`Conv2d`, `BatchNorm2d`, …).
+//! - [`models`]: ResNeXt and ShuffleNet v1 with pytorchcv's names.
+//! - [`infer`]: inference plans, models lowered into fused steps.
 //! - [`random`]: seeded data for benchmarks and demos.
 
 pub mod data;
 pub mod error;
 pub mod filter;
+pub mod infer;
 pub mod io;
 pub mod kernels;
 pub mod models;

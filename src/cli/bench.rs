@@ -75,6 +75,10 @@ pub struct ModelsArgs {
     /// Print one JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Time the modules' own forward pass (every op separate, batch norm
+    /// unfolded where a ReLU follows) instead of the inference plan.
+    #[arg(long)]
+    unfused: bool,
 }
 
 /// Batch-1 inference times of ANCHORS.md, ms: (model, PyTorch, ONNX Runtime).
@@ -354,7 +358,12 @@ fn models(args: ModelsArgs) -> Result<()> {
     let mut rows = Vec::new();
     if !args.json {
         println!(
-            "inference, float32, eval mode, {} threads, batch {}, median of {}",
+            "inference ({}), float32, eval mode, {} threads, batch {}, median of {}",
+            if args.unfused {
+                "unfused modules"
+            } else {
+                "plan"
+            },
             rayon::current_num_threads(),
             args.batch_size,
             args.repeat
@@ -368,8 +377,15 @@ fn models(args: ModelsArgs) -> Result<()> {
         let mut net = gconv::models::build(name, &mut rng)?;
         net.set_training(false);
         let size = if name.contains("cifar") { 32 } else { 224 };
-        let x = gconv::Tensor::randn(&[args.batch_size, 3, size, size], &mut rng);
-        let times = try_times_ms(args.repeat, || gconv::no_grad(|| net.forward(&x)).map(drop))?;
+        let shape = [args.batch_size, 3, size, size];
+        let x = gconv::Tensor::randn(&shape, &mut rng);
+        let times = if args.unfused {
+            try_times_ms(args.repeat, || gconv::no_grad(|| net.forward(&x)).map(drop))?
+        } else {
+            let mut plan = gconv::infer::Plan::new(shape, |b, v| net.lower(b, v))?;
+            let x = x.to_vec();
+            try_times_ms(args.repeat, || plan.run(&x).map(drop))?
+        };
         let ms = times[times.len() / 2];
         let reference = MODEL_REFERENCE
             .iter()
@@ -395,6 +411,7 @@ fn models(args: ModelsArgs) -> Result<()> {
             "input_size": size,
             "ms": ms,
             "images_per_s": images_per_s,
+            "plan": !args.unfused,
             "pytorch_ms": torch,
             "onnxruntime_ms": ort,
         }));

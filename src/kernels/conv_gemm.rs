@@ -320,7 +320,7 @@ fn each_segment(s: &Conv2dShape, mut f: impl FnMut(usize, Option<usize>, (usize,
 /// Column buffer of one image and group: row `(c · kH + ky) · kW + kx`,
 /// column `oy · W_out + ox` holds the input value under that kernel tap
 /// (zero in the padding). `x` is the group's `C_in/g` input planes.
-fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
     let ow = s.output()[1];
     let sw = s.stride[1];
     each_segment(s, |seg, row, (lo, hi, ix)| {

@@ -11,6 +11,7 @@ pub mod linear;
 pub(crate) mod matmul;
 pub mod norm;
 mod phase;
+pub mod pointwise;
 pub mod pool;
 pub mod shuffle;
 

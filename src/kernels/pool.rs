@@ -118,7 +118,6 @@ pub fn max_forward(
 ) -> Result<()> {
     s.check(x.len(), y.len())?;
     let (ip, op) = (s.in_plane(), s.out_plane());
-    let mut scratch;
     let argmax = match argmax {
         Some(a) if a.len() == y.len() => a,
         Some(a) => {
@@ -129,8 +128,8 @@ pub fn max_forward(
             )));
         }
         None => {
-            scratch = vec![0u32; y.len()];
-            &mut scratch[..]
+            max_values(s, x, y);
+            return Ok(());
         }
     };
     y.par_chunks_mut(op)
@@ -151,6 +150,45 @@ pub fn max_forward(
             });
         });
     Ok(())
+}
+
+/// Max pooling's values alone (inference), separably: per output row the
+/// maximum down its window's rows (whole rows, vectorised), then across
+/// each window's columns. NaN wins as in [`max_forward`].
+fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
+    let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
+    let [oh, ow] = s.output();
+    let rows: Vec<_> = (0..oh).map(|o| s.window(0, o).0).collect();
+    let cols: Vec<_> = (0..ow).map(|o| s.window(1, o).0).collect();
+    y.par_chunks_mut(op)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each_init(
+            || vec![0f32; width],
+            |down, (p, out)| {
+                let plane = &x[p * ip..][..ip];
+                for (out_row, r) in out.chunks_exact_mut(ow).zip(&rows) {
+                    down.copy_from_slice(&plane[r.start * width..][..width]);
+                    for row in plane[..r.end * width].chunks_exact(width).skip(r.start + 1) {
+                        for (d, &v) in down.iter_mut().zip(row) {
+                            *d = nan_max(*d, v);
+                        }
+                    }
+                    for (o, c) in out_row.iter_mut().zip(&cols) {
+                        *o = down[c.clone()]
+                            .iter()
+                            .fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v));
+                    }
+                }
+            },
+        );
+}
+
+/// The larger of `a` and `b`, or the NaN if either is one (`a` first);
+/// branch-free, so that loops of it vectorise.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if (b > a) | b.is_nan() { b } else { a }
 }
 
 /// Max pooling's input gradient: each output gradient goes to its argmax.
@@ -409,7 +447,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn separable_average_pooling_matches_the_windows(
+        fn separable_pooling_matches_the_windows(
             planes in 1usize..5, h in 1usize..12, w in 1usize..12,
             kh in 1usize..5, kw in 1usize..5, sh in 1usize..4, sw in 1usize..4,
             ph in 0usize..3, pw in 0usize..3, seed in 0u64..100,
@@ -425,6 +463,19 @@ mod tests {
             reference::avg_forward(&s, &x, &mut want);
             for (g, w) in got.iter().zip(&want) {
                 proptest::prop_assert!((g - w).abs() <= 1e-5, "forward {g} vs {w}");
+            }
+            // Max pooling's values alone (separable) against the window
+            // scan that also finds the argmax; a NaN must win there too.
+            let mut x = x;
+            if seed % 3 == 0 {
+                let at = seed as usize % x.len();
+                x[at] = f32::NAN;
+            }
+            let (mut got, mut want, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0; n]);
+            max_forward(&s, &x, &mut got, None).unwrap();
+            max_forward(&s, &x, &mut want, Some(&mut arg)).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!(g.to_bits() == w.to_bits(), "max {g} vs {w}");
             }
             let (mut got, mut want) = (vec![1.0; x.len()], vec![0.0; x.len()]);
             avg_backward(&s, &dy, &mut got).unwrap();

@@ -2,6 +2,7 @@
 //! `conv` and `bn` like pytorchcv's `conv1x1_block` / `conv3x3_block`.
 
 use crate::error::Result;
+use crate::infer::{Builder, Epilogue, Value};
 use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Kind, Linear, Module};
 use crate::ops::{self, Pool2dArgs};
 use crate::tensor::Tensor;
@@ -59,9 +60,26 @@ pub(crate) fn kaiming_conv(
     })
 }
 
+impl ConvBlock {
+    /// The block in an inference plan, batch norm folded, followed by
+    /// `epilogue` (whose ReLU is the block's own, or forced on).
+    pub fn lower_with(&self, plan: &mut Builder, x: Value, epilogue: Epilogue) -> Result<Value> {
+        let relu = self.relu || epilogue.relu;
+        plan.conv(
+            x,
+            self.conv.spec(Some(&self.bn))?,
+            Epilogue { relu, ..epilogue },
+        )
+    }
+}
+
 impl Module for ConvBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.bn.after_conv(&self.conv, x, self.relu)
+    }
+
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        self.lower_with(plan, x, Epilogue::default())
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
@@ -98,6 +116,20 @@ impl<U: Module> Trunk<U> {
         }
         let pooled = scoped("features", || ops::global_avg_pool2d(&y))?;
         self.output.forward(&pooled.flatten()?)
+    }
+
+    /// The units, global pooling and classifier in an inference plan.
+    pub fn lower(&self, plan: &mut Builder, mut y: Value) -> Result<Value> {
+        for unit in self.stages.iter().flatten() {
+            y = unit.lower(plan, y)?;
+        }
+        let out = &self.output;
+        let classes = out.weight.shape()[0];
+        let bias = out
+            .bias
+            .as_ref()
+            .map_or_else(|| vec![0.0; classes], Tensor::to_vec);
+        plan.head(y, out.weight.to_vec(), bias)
     }
 
     pub fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

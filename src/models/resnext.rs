@@ -4,6 +4,7 @@
 
 use super::blocks::{ConvBlock, POOL_3X3_S2, Trunk};
 use crate::error::{Error, Result};
+use crate::infer::{Builder, Epilogue, Value};
 use crate::nn::{Kind, Linear, Module};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -78,6 +79,24 @@ impl Module for ResNeXtUnit {
         let body = self.body.forward(x)?;
         // In summaries: `unit.add`, not `unit.body.conv3.add`.
         scoped("../..", || ops::add_relu(&body, &shortcut))
+    }
+
+    /// The shortcut first, then the body, whose last conv adds the
+    /// shortcut and applies the ReLU in its output pass.
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        let shortcut = match &self.identity_conv {
+            Some(c) => c.lower(plan, x)?,
+            None => x,
+        };
+        let b = &self.body;
+        let y = b.conv1.lower(plan, x)?;
+        let y = b.conv2.lower(plan, y)?;
+        let tail = Epilogue {
+            relu: true,
+            residual: Some(shortcut),
+            ..Epilogue::default()
+        };
+        b.conv3.lower_with(plan, y, tail)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
@@ -213,6 +232,14 @@ impl Module for ResNeXt {
             y = scoped("..", || ops::max_pool2d(&y, POOL_3X3_S2))?;
         }
         self.trunk.forward(y)
+    }
+
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        let mut y = self.stem.lower(plan, x)?;
+        if !self.config.cifar {
+            y = plan.max_pool(y, POOL_3X3_S2)?;
+        }
+        self.trunk.lower(plan, y)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

@@ -5,6 +5,7 @@
 
 use super::blocks::{POOL_3X3_S2, Trunk, kaiming_conv};
 use crate::error::{Error, Result};
+use crate::infer::{Builder, Epilogue, Value};
 use crate::nn::{BatchNorm2d, Conv2d, Kind, Linear, Module};
 use crate::ops;
 use crate::tensor::Tensor;
@@ -143,6 +144,56 @@ impl Module for ShuffleUnit {
         }
     }
 
+    /// Batch norms folded; the shuffle folded into the compress conv's
+    /// output order; the residual add or the concatenation (the shortcut's
+    /// pooling writes its part in place) and the ReLU fused into the
+    /// expand conv.
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        let compress = Epilogue {
+            relu: true,
+            shuffle: Some(self.groups),
+            ..Epilogue::default()
+        };
+        let y = plan.conv(
+            x,
+            self.compress_conv1.spec(Some(&self.compress_bn1))?,
+            compress,
+        )?;
+        let y = plan.conv(
+            y,
+            self.dw_conv2.spec(Some(&self.dw_bn2))?,
+            Epilogue::default(),
+        )?;
+        let expand = self.expand_conv3.spec(Some(&self.expand_bn3))?;
+        if self.downsample {
+            let branch = expand.out_channels;
+            let size = [x.size[0].div_ceil(2), x.size[1].div_ceil(2)];
+            let out = plan.parts(branch + x.channels, size);
+            let into = Some((out, 0));
+            plan.conv(
+                y,
+                expand,
+                Epilogue {
+                    relu: true,
+                    into,
+                    ..Epilogue::default()
+                },
+            )?;
+            plan.avg_pool(x, POOL_3X3_S2, true, Some((out, branch)))
+        } else {
+            let residual = Some(x);
+            plan.conv(
+                y,
+                expand,
+                Epilogue {
+                    relu: true,
+                    residual,
+                    ..Epilogue::default()
+                },
+            )
+        }
+    }
+
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {
         let parts: [(&str, &dyn Module); 6] = [
             ("compress_conv1", &self.compress_conv1),
@@ -220,6 +271,18 @@ impl Module for ShuffleNet {
             y = ops::max_pool2d(&y, POOL_3X3_S2)?;
         }
         self.trunk.forward(y)
+    }
+
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        let stem = Epilogue {
+            relu: true,
+            ..Epilogue::default()
+        };
+        let mut y = plan.conv(x, self.stem_conv.spec(Some(&self.stem_bn))?, stem)?;
+        if !self.config.small_input {
+            y = plan.max_pool(y, POOL_3X3_S2)?;
+        }
+        self.trunk.lower(plan, y)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

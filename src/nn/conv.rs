@@ -1,7 +1,8 @@
 //! `Conv2d`: a grouped 2-D convolution layer.
 
-use super::{Kind, Module, init};
+use super::{BatchNorm2d, Kind, Module, init};
 use crate::error::{Error, Result};
+use crate::infer::{Builder, ConvSpec, Epilogue, Value};
 use crate::ops::{self, Conv2dArgs};
 use crate::tensor::Tensor;
 use rand::Rng;
@@ -134,5 +135,47 @@ impl Module for Conv2d {
         if let Some(b) = &self.bias {
             f(&format!("{prefix}bias"), b, Kind::Parameter);
         }
+    }
+
+    fn lower(&self, plan: &mut Builder, x: Value) -> Result<Value> {
+        plan.conv(x, self.spec(None)?, Epilogue::default())
+    }
+}
+
+impl Conv2d {
+    /// The layer as an inference convolution, followed by `bn` (evaluation
+    /// mode) folded into its weights and bias when given.
+    pub fn spec(&self, bn: Option<&BatchNorm2d>) -> Result<ConvSpec> {
+        let (weight, bias) = match bn {
+            Some(bn) if bn.weight.numel() != self.config.out_channels => {
+                return Err(Error::invalid(format!(
+                    "cannot fold a batch norm of {} channels into a conv with {} outputs",
+                    bn.weight.numel(),
+                    self.config.out_channels
+                )));
+            }
+            Some(bn) => {
+                let (w, b) = bn.folded(self)?;
+                (w.to_vec(), b.to_vec())
+            }
+            None => (
+                self.weight.to_vec(),
+                self.bias
+                    .as_ref()
+                    .map_or_else(|| vec![0.0; self.config.out_channels], Tensor::to_vec),
+            ),
+        };
+        let c = &self.config;
+        Ok(ConvSpec {
+            weight,
+            bias,
+            in_channels: c.in_channels,
+            out_channels: c.out_channels,
+            kernel: c.kernel_size,
+            stride: c.stride,
+            padding: c.padding,
+            dilation: c.dilation,
+            groups: c.groups,
+        })
     }
 }

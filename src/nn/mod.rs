@@ -46,7 +46,8 @@ pub use state::{
 };
 pub use summary::{Layer, Summary, summary};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::infer::{Builder, Value};
 use crate::tensor::Tensor;
 
 /// What a named tensor of a module is.
@@ -72,6 +73,17 @@ pub trait Module: Send + Sync {
     /// Switches training mode (batch statistics) or evaluation mode
     /// (running statistics) for the module and its children.
     fn set_training(&mut self, _training: bool) {}
+
+    /// Appends the module's forward pass in evaluation mode to an
+    /// inference plan ([`crate::infer`]), on input `x`, and returns its
+    /// output value. Batch norm is folded into the convolution before it.
+    /// Modules without a lowering say so.
+    fn lower(&self, _plan: &mut Builder, _x: Value) -> Result<Value> {
+        Err(Error::invalid(format!(
+            "{} has no inference lowering",
+            std::any::type_name::<Self>()
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl BatchNorm2d {
 
     /// The weight and bias of `bn(conv(·))` as one convolution (evaluation
     /// mode: running statistics).
-    fn folded(&self, conv: &Conv2d) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn folded(&self, conv: &Conv2d) -> Result<(Tensor, Tensor)> {
         let (gamma, beta) = (self.weight.to_vec(), self.bias.to_vec());
         let (mean, var) = (self.running_mean.to_vec(), self.running_var.to_vec());
         let scale: Vec<f32> = gamma

@@ -1,0 +1,322 @@
+//! The steps of an inference plan and how each runs: one parallel region
+//! per step, reading and writing whole buffers of the plan.
+
+use crate::error::Result;
+use crate::kernels::linear::{self, LinearShape};
+use crate::kernels::pointwise::{self, Epilogue, PackedWeights, Placement, PointwiseShape};
+use crate::kernels::pool::{self, PoolShape};
+use crate::kernels::{self, Conv2dShape};
+use rayon::prelude::*;
+
+/// One fused operation. `src`, `dst` and `residual` are value ids of the
+/// plan; every buffer is NCHW for the plan's batch.
+pub(super) enum Step {
+    /// A 1×1 stride-1 convolution with its epilogue (bias, residual, ReLU)
+    /// and output placement (concatenation part, folded shuffle).
+    Pointwise {
+        shape: PointwiseShape,
+        weight: PackedWeights,
+        bias: Vec<f32>,
+        relu: bool,
+        place: Placement,
+        residual: Option<usize>,
+        src: usize,
+        dst: usize,
+    },
+    /// A spatial convolution with several input channels per group: the
+    /// columns of a run of `images` images (im2col, `cols`), then the
+    /// pointwise kernel over them with the epilogue fused (`dst` whole).
+    Unfolded {
+        shape: Conv2dShape,
+        weight: PackedWeights,
+        bias: Vec<f32>,
+        relu: bool,
+        residual: Option<usize>,
+        images: usize,
+        cols: Vec<f32>,
+        src: usize,
+        dst: usize,
+    },
+    /// A depthwise convolution (bias folded in), then residual and ReLU in
+    /// one pass over its output, which fills `dst`.
+    Conv {
+        shape: Conv2dShape,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        relu: bool,
+        residual: Option<usize>,
+        src: usize,
+        dst: usize,
+    },
+    /// Max pooling of every plane.
+    MaxPool {
+        shape: PoolShape,
+        src: usize,
+        dst: usize,
+    },
+    /// Average pooling of one image's planes at a time (`shape.planes` is
+    /// the channels of `src`) into channels `offset..` of `dst`, which has
+    /// `channels` channels; ReLU after it when `relu`.
+    AvgPool {
+        shape: PoolShape,
+        relu: bool,
+        channels: usize,
+        offset: usize,
+        src: usize,
+        dst: usize,
+    },
+    /// Global average pooling of `[N, C, P]` into `pooled` (`[N, C]`), then
+    /// the linear classifier `[N, C] → [N, classes]`.
+    Head {
+        shape: LinearShape,
+        plane: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        pooled: Vec<f32>,
+        src: usize,
+        dst: usize,
+    },
+}
+
+impl Step {
+    /// The value the step writes.
+    pub(super) fn dst(&self) -> usize {
+        match self {
+            Step::Pointwise { dst, .. }
+            | Step::Unfolded { dst, .. }
+            | Step::Conv { dst, .. }
+            | Step::MaxPool { dst, .. }
+            | Step::AvgPool { dst, .. }
+            | Step::Head { dst, .. } => *dst,
+        }
+    }
+
+    /// The values the step reads.
+    pub(super) fn reads(&self) -> Vec<usize> {
+        match self {
+            Step::Pointwise { src, residual, .. }
+            | Step::Unfolded { src, residual, .. }
+            | Step::Conv { src, residual, .. } => std::iter::once(*src).chain(*residual).collect(),
+            Step::MaxPool { src, .. } | Step::AvgPool { src, .. } | Step::Head { src, .. } => {
+                vec![*src]
+            }
+        }
+    }
+
+    /// What the step computes, for profiles: e.g. `pointwise 240→60 g3
+    /// 28×28 relu shuffled`.
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Step::Pointwise {
+                shape: s,
+                relu,
+                place,
+                residual,
+                ..
+            } => {
+                let [h, w] = [s.plane, 1];
+                format!(
+                    "pointwise {}→{} g{} {}×{}{}{}{}",
+                    s.in_channels,
+                    s.out_channels,
+                    s.groups,
+                    h,
+                    w,
+                    if residual.is_some() { " +residual" } else { "" },
+                    if *relu { " relu" } else { "" },
+                    if place.row_step > 1 {
+                        " shuffled"
+                    } else if place.channels > s.out_channels {
+                        " into concat"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Step::Unfolded {
+                shape: s,
+                relu,
+                residual,
+                ..
+            }
+            | Step::Conv {
+                shape: s,
+                relu,
+                residual,
+                ..
+            } => format!(
+                "conv {}×{}/{} {}→{} g{} {}×{}{}{}",
+                s.kernel[0],
+                s.kernel[1],
+                s.stride[0],
+                s.in_channels,
+                s.out_channels,
+                s.groups,
+                s.input[0],
+                s.input[1],
+                if residual.is_some() { " +residual" } else { "" },
+                if *relu { " relu" } else { "" }
+            ),
+            Step::MaxPool { shape: s, .. } => {
+                format!("max_pool {}×{} {:?}", s.kernel[0], s.kernel[1], s.input)
+            }
+            Step::AvgPool { shape: s, .. } => format!(
+                "avg_pool {}×{} {} ch {:?} into concat",
+                s.kernel[0], s.kernel[1], s.planes, s.input
+            ),
+            Step::Head {
+                shape: s, plane, ..
+            } => format!(
+                "global pool {plane} + linear {}→{}",
+                s.in_features, s.out_features
+            ),
+        }
+    }
+
+    /// Runs the step: `read(id)` gives a value's data, `out` is the
+    /// destination value's data.
+    pub(super) fn run<'a>(
+        &mut self,
+        read: impl Fn(usize) -> &'a [f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Step::Pointwise {
+                shape,
+                weight,
+                bias,
+                relu,
+                place,
+                residual,
+                src,
+                ..
+            } => {
+                let ep = Epilogue {
+                    bias,
+                    residual: residual.map(&read),
+                    relu: *relu,
+                };
+                pointwise::forward(shape, read(*src), weight, ep, *place, out)
+            }
+            Step::Unfolded {
+                shape,
+                weight,
+                bias,
+                relu,
+                residual,
+                images,
+                cols,
+                src,
+                ..
+            } => {
+                let s = *shape;
+                let (taps, ip) = (s.kernel[0] * s.kernel[1], s.input[0] * s.input[1]);
+                let [oh, ow] = s.output();
+                let p = oh * ow;
+                // Each input plane unfolds into its `taps` rows of columns.
+                let plane = Conv2dShape {
+                    batch: 1,
+                    in_channels: 1,
+                    out_channels: 1,
+                    groups: 1,
+                    ..s
+                };
+                let (x, residual) = (read(*src), residual.map(&read));
+                for first in (0..s.batch).step_by(*images) {
+                    let count = (*images).min(s.batch - first);
+                    let x = &x[first * s.in_channels * ip..][..count * s.in_channels * ip];
+                    let cols = &mut cols[..count * s.in_channels * taps * p];
+                    cols.par_chunks_mut(taps * p)
+                        .zip(x.par_chunks(ip))
+                        .for_each(|(c, x)| kernels::conv_gemm::im2col(&plane, x, c));
+                    let shape = PointwiseShape {
+                        batch: count,
+                        in_channels: s.in_channels * taps,
+                        out_channels: s.out_channels,
+                        plane: p,
+                        groups: s.groups,
+                    };
+                    let range = first * s.out_channels * p..(first + count) * s.out_channels * p;
+                    let ep = Epilogue {
+                        bias,
+                        residual: residual.map(|r| &r[range.clone()]),
+                        relu: *relu,
+                    };
+                    let place = Placement::contiguous(&shape, s.out_channels, 0);
+                    pointwise::forward(&shape, cols, weight, ep, place, &mut out[range])?;
+                }
+                Ok(())
+            }
+            Step::Conv {
+                shape,
+                weight,
+                bias,
+                relu,
+                residual,
+                src,
+                ..
+            } => {
+                kernels::conv2d_forward(shape, read(*src), weight, Some(bias), out)?;
+                finish(out, residual.map(&read), *relu);
+                Ok(())
+            }
+            Step::MaxPool { shape, src, .. } => pool::max_forward(shape, read(*src), out, None),
+            Step::AvgPool {
+                shape,
+                relu,
+                channels,
+                offset,
+                src,
+                ..
+            } => {
+                let [oh, ow] = shape.output();
+                let (ip, op) = (shape.input[0] * shape.input[1], oh * ow);
+                let x = read(*src);
+                let per_image = shape.planes;
+                for (n, image) in out.chunks_exact_mut(*channels * op).enumerate() {
+                    let part = &mut image[*offset * op..][..per_image * op];
+                    pool::avg_forward(shape, &x[n * per_image * ip..][..per_image * ip], part)?;
+                    finish(part, None, *relu);
+                }
+                Ok(())
+            }
+            Step::Head {
+                shape,
+                plane,
+                weight,
+                bias,
+                pooled,
+                src,
+                ..
+            } => {
+                let x = read(*src);
+                let scale = 1.0 / *plane as f32;
+                pooled
+                    .par_iter_mut()
+                    .zip(x.par_chunks_exact(*plane))
+                    .for_each(|(p, values)| *p = values.iter().sum::<f32>() * scale);
+                linear::forward(shape, pooled, weight, Some(bias), out)
+            }
+        }
+    }
+}
+
+/// `out = relu(out + residual)` (each part when asked for), in parallel.
+fn finish(out: &mut [f32], residual: Option<&[f32]>, relu: bool) {
+    const CHUNK: usize = 1 << 14;
+    match residual {
+        Some(res) => out
+            .par_chunks_mut(CHUNK)
+            .zip(res.par_chunks(CHUNK))
+            .for_each(|(o, r)| {
+                for (v, &a) in o.iter_mut().zip(r) {
+                    let s = *v + a;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }),
+        None if relu => out
+            .par_chunks_mut(CHUNK)
+            .for_each(|o| o.iter_mut().for_each(|v| *v = v.max(0.0))),
+        None => {}
+    }
+}

@@ -1,0 +1,538 @@
+//! Pointwise (1×1, stride 1, no padding) grouped convolution for
+//! inference, with its epilogue fused into the same pass: bias (a folded
+//! batch norm), an optional residual, ReLU, and a placement of the output
+//! channels in a destination that may hold more channels (a folded
+//! concatenation) or interleave the groups (a folded channel shuffle).
+//!
+//! Shapes: input `[N, C_in, P]` (`P = H · W`), weight `[C_out, C_in / groups]`,
+//! bias `[C_out]`, destination `[N, C_dst, P]`, residual (when given) laid
+//! out like the destination.
+//!
+//! One parallel region over (image × group × row block × column block).
+//! Each task walks its block in tiles of [`MR`] output channels × [`NR`]
+//! positions: the tile's sums stay in vector registers over the whole
+//! reduction (weights broadcast from a packed panel, inputs read in place,
+//! a row of `NR` positions per input channel), then get the epilogue and
+//! are stored once.
+
+use crate::error::{Error, Result};
+use crate::simd::{Fma, Isa, LANES, Lanes};
+use rayon::prelude::*;
+
+/// Output channels per register tile.
+pub const MR: usize = 8;
+/// Positions per register tile: two AVX-512 vectors.
+const NR: usize = 2 * LANES;
+
+/// The sizes of one pointwise layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PointwiseShape {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// Positions per channel, `H · W`.
+    pub plane: usize,
+    pub groups: usize,
+}
+
+impl PointwiseShape {
+    /// Output channels per group.
+    fn rows(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// Input channels per group: the GEMM's reduction length.
+    fn depth(&self) -> usize {
+        self.in_channels / self.groups
+    }
+}
+
+/// Where the output channels go: output channel `o = g · M + r` (group
+/// `g`, row `r`, `M = C_out / groups`) is channel
+/// `offset + g · group_step + r · row_step` of a destination with
+/// `channels` channels per image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub channels: usize,
+    pub offset: usize,
+    pub group_step: usize,
+    pub row_step: usize,
+}
+
+impl Placement {
+    /// The output channels in order, from channel `offset` of a
+    /// destination with `channels` channels.
+    pub fn contiguous(s: &PointwiseShape, channels: usize, offset: usize) -> Placement {
+        Placement {
+            channels,
+            offset,
+            group_step: s.rows(),
+            row_step: 1,
+        }
+    }
+
+    /// The output channels after a channel shuffle with `s.groups` groups
+    /// (row `r` of group `g` becomes channel `r · groups + g`), in a
+    /// destination of exactly `C_out` channels.
+    pub fn shuffled(s: &PointwiseShape) -> Placement {
+        Placement {
+            channels: s.out_channels,
+            offset: 0,
+            group_step: 1,
+            row_step: s.groups,
+        }
+    }
+
+    /// The destination channel of row `r` of group `g`.
+    fn channel(&self, g: usize, r: usize) -> usize {
+        self.offset + g * self.group_step + r * self.row_step
+    }
+
+    /// Checks that every output channel lands inside the destination and
+    /// no two on the same channel.
+    fn check(&self, s: &PointwiseShape) -> Result<()> {
+        let mut taken = vec![false; self.channels];
+        for g in 0..s.groups {
+            for r in 0..s.rows() {
+                let c = self.channel(g, r);
+                if c >= self.channels || std::mem::replace(&mut taken[c], true) {
+                    return Err(Error::invalid(format!(
+                        "pointwise conv: {self:?} puts output channel {} on channel {c}, outside the destination or taken",
+                        g * s.rows() + r
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happens to each output value `v` of channel `o` before it is
+/// stored: `v + bias[o]`, plus the residual at the destination position,
+/// then `max(·, 0)` when `relu`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// `[C_out]`.
+    pub bias: &'a [f32],
+    /// Laid out like the destination.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
+}
+
+/// The weights of a pointwise layer packed for [`forward`]: per group,
+/// panels of [`MR`] output channels, input-channel major
+/// (`panel[k · MR + r]` is row `r` of the panel at input channel `k`),
+/// zero past the group's last row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedWeights {
+    data: Vec<f32>,
+    shape: PointwiseShape,
+}
+
+impl PackedWeights {
+    /// Packs `w` (`[C_out, C_in / groups]`) for layers of shape `s` (any
+    /// batch and plane).
+    pub fn new(s: &PointwiseShape, w: &[f32]) -> Result<PackedWeights> {
+        check_groups(s)?;
+        let (m, k) = (s.rows(), s.depth());
+        if w.len() != s.out_channels * k {
+            return Err(Error::invalid(format!(
+                "pointwise conv: weight has {} elements, {s:?} needs {}",
+                w.len(),
+                s.out_channels * k
+            )));
+        }
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0.0; s.groups * panels * k * MR];
+        for g in 0..s.groups {
+            for r in 0..m {
+                let panel = &mut data[((g * panels + r / MR) * k) * MR..][..k * MR];
+                for (c, &v) in w[(g * m + r) * k..][..k].iter().enumerate() {
+                    panel[c * MR + r % MR] = v;
+                }
+            }
+        }
+        Ok(PackedWeights { data, shape: *s })
+    }
+
+    /// The panels of group `g`.
+    fn group(&self, g: usize) -> &[f32] {
+        let len = self.shape.rows().div_ceil(MR) * self.shape.depth() * MR;
+        &self.data[g * len..][..len]
+    }
+}
+
+/// `y[placement] = epilogue(conv1x1(x, w))`; destination channels outside
+/// the placement are left as they are.
+pub fn forward(
+    s: &PointwiseShape,
+    x: &[f32],
+    w: &PackedWeights,
+    ep: Epilogue,
+    place: Placement,
+    y: &mut [f32],
+) -> Result<()> {
+    let packed = PointwiseShape {
+        batch: s.batch,
+        plane: s.plane,
+        ..w.shape
+    };
+    if packed != *s {
+        return Err(Error::invalid(format!(
+            "pointwise conv: weights packed for {:?}, used for {s:?}",
+            w.shape
+        )));
+    }
+    check(s, x, s.out_channels * s.depth(), &ep, &place, y)?;
+    let (k, p) = (s.depth(), s.plane);
+    let grid = Grid::new(s);
+    let tasks = s.batch * s.groups * grid.row_blocks * grid.col_blocks;
+    let dst = SharedMut(y.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let (cb, t) = (t % grid.col_blocks, t / grid.col_blocks);
+        let (rb, t) = (t % grid.row_blocks, t / grid.row_blocks);
+        let (g, n) = (t % s.groups, t / s.groups);
+        let block = Block {
+            panels: w.group(g),
+            k,
+            x: &x[(n * s.in_channels + g * k) * p..][..k * p],
+            p,
+            rows: rb * grid.rows..((rb + 1) * grid.rows).min(s.rows()),
+            cols: cb * grid.cols..((cb + 1) * grid.cols).min(p),
+            bias: &ep.bias[g * s.rows()..][..s.rows()],
+            residual: ep.residual,
+            relu: ep.relu,
+            dst: dst.get(),
+            dst_base: (n * place.channels + place.channel(g, 0)) * p,
+            dst_row_stride: place.row_step * p,
+        };
+        // `check` made the placement injective and in bounds, so the
+        // (image, channel, column) blocks of different tasks are disjoint
+        // and inside `y` (and the residual as long as `y`).
+        block_isa(Isa::best(), &block);
+    });
+    Ok(())
+}
+
+/// One task's block: rows `rows` (output channels of the group) ×
+/// columns `cols` (positions) of one (image, group). Only [`forward`]
+/// makes blocks, each with destination elements that are in bounds and
+/// written by no other task: [`block`] relies on that.
+pub(crate) struct Block<'a, T> {
+    /// The group's packed panels.
+    panels: &'a [T],
+    /// Input channels per group.
+    k: usize,
+    /// The group's input channels of the image, `[k, p]`.
+    x: &'a [T],
+    p: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    /// The group's biases.
+    bias: &'a [T],
+    /// Laid out like the destination.
+    residual: Option<&'a [T]>,
+    relu: bool,
+    dst: *mut T,
+    /// Destination offset of the group's row 0, column 0.
+    dst_base: usize,
+    /// Destination distance between consecutive rows.
+    dst_row_stride: usize,
+}
+
+/// Computes a [`Block`] tile by tile and stores it through the epilogue.
+#[inline(always)]
+fn block<T: Fma>(b: &Block<T>) {
+    // Each column tile's inputs are copied into one contiguous `[k × NR]`
+    // panel (zero-padded past the last column): the rows of the input are
+    // `p` apart, often a multiple of 4 KiB, and would evict each other
+    // from the L1 cache while the row tiles sweep over them.
+    let mut xs = vec![T::zero(); b.k * NR];
+    let mut c0 = b.cols.start;
+    while c0 < b.cols.end {
+        let width = NR.min(b.cols.end - c0);
+        for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
+            row[..width].copy_from_slice(&src[c0..c0 + width]);
+            row[width..].fill(T::zero());
+        }
+        for r0 in b.rows.clone().step_by(MR) {
+            let panel = &b.panels[r0 * b.k..][..b.k * MR];
+            let acc = tile(panel, &xs);
+            for (r, sums) in acc.iter().enumerate().take(b.rows.end - r0) {
+                let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
+                let bias = b.bias[r0 + r];
+                // SAFETY: `forward` builds blocks whose destination
+                // elements are in bounds and written by no other task.
+                let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
+                for (j, o) in out.iter_mut().enumerate() {
+                    let mut v = sums[j] + bias;
+                    if let Some(res) = b.residual {
+                        v = v + res[at + j];
+                    }
+                    *o = if b.relu && v < T::zero() {
+                        T::zero()
+                    } else {
+                        v
+                    };
+                }
+            }
+        }
+        c0 += width;
+    }
+}
+
+/// The `MR × NR` sums of one tile: `Σ_k panel[k, r] · xs[k, j]`, held in
+/// registers for the whole reduction (`NR` as [`LANES`]-wide halves).
+#[inline(always)]
+fn tile<T: Fma>(panel: &[T], xs: &[T]) -> [[T; NR]; MR] {
+    let mut acc = [[[T::zero(); LANES]; 2]; MR];
+    for (w, row) in panel.chunks_exact(MR).zip(xs.chunks_exact(NR)) {
+        let lo: &Lanes<T> = row[..LANES].try_into().expect("LANES values");
+        let hi: &Lanes<T> = row[LANES..].try_into().expect("LANES values");
+        for r in 0..MR {
+            fma_lanes(&mut acc[r][0], w[r], lo);
+            fma_lanes(&mut acc[r][1], w[r], hi);
+        }
+    }
+    let mut out = [[T::zero(); NR]; MR];
+    for (o, [lo, hi]) in out.iter_mut().zip(acc) {
+        o[..LANES].copy_from_slice(&lo);
+        o[LANES..].copy_from_slice(&hi);
+    }
+    out
+}
+
+/// `acc[j] += w · x[j]` lane by lane.
+#[inline(always)]
+fn fma_lanes<T: Fma>(acc: &mut Lanes<T>, w: T, x: &Lanes<T>) {
+    for j in 0..LANES {
+        acc[j] = w.fma(x[j], acc[j]);
+    }
+}
+
+crate::dispatch!(fn block_isa<T: Fma>(b: &Block<T>) => block);
+
+/// The reference: the same result, one multiply-add at a time.
+pub fn forward_ref(
+    s: &PointwiseShape,
+    x: &[f32],
+    w: &[f32],
+    ep: Epilogue,
+    place: Placement,
+    y: &mut [f32],
+) -> Result<()> {
+    check(s, x, w.len(), &ep, &place, y)?;
+    let (m, k, p) = (s.rows(), s.depth(), s.plane);
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            let g = o / m;
+            let at = (n * place.channels + place.channel(g, o % m)) * p;
+            for j in 0..p {
+                let mut v = ep.bias[o];
+                for c in 0..k {
+                    v += w[o * k + c] * x[(n * s.in_channels + g * k + c) * p + j];
+                }
+                if let Some(res) = ep.residual {
+                    v += res[at + j];
+                }
+                y[at + j] = if ep.relu { v.max(0.0) } else { v };
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_groups(s: &PointwiseShape) -> Result<()> {
+    if s.groups == 0
+        || !s.in_channels.is_multiple_of(s.groups)
+        || !s.out_channels.is_multiple_of(s.groups)
+    {
+        return Err(Error::invalid(format!(
+            "pointwise conv: groups = {} must divide in_channels = {} and out_channels = {}",
+            s.groups, s.in_channels, s.out_channels
+        )));
+    }
+    Ok(())
+}
+
+fn check(
+    s: &PointwiseShape,
+    x: &[f32],
+    w_len: usize,
+    ep: &Epilogue,
+    place: &Placement,
+    y: &[f32],
+) -> Result<()> {
+    check_groups(s)?;
+    place.check(s)?;
+    let lens = [
+        ("input", x.len(), s.batch * s.in_channels * s.plane),
+        ("weight", w_len, s.out_channels * s.depth()),
+        ("bias", ep.bias.len(), s.out_channels),
+        ("destination", y.len(), s.batch * place.channels * s.plane),
+        (
+            "residual",
+            ep.residual.map_or(y.len(), <[f32]>::len),
+            y.len(),
+        ),
+    ];
+    match lens.iter().find(|(_, got, want)| got != want) {
+        Some((what, got, want)) => Err(Error::invalid(format!(
+            "pointwise conv: {what} has {got} elements, {s:?} with {place:?} needs {want}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// How one (image, group) product is cut into task blocks: enough tasks to
+/// keep every thread busy at batch 1, blocks of whole tiles, at least
+/// [`MR`] × 2 [`NR`].
+struct Grid {
+    rows: usize,
+    cols: usize,
+    row_blocks: usize,
+    col_blocks: usize,
+}
+
+impl Grid {
+    fn new(s: &PointwiseShape) -> Grid {
+        let threads = rayon::current_num_threads();
+        let base = (s.batch * s.groups).max(1);
+        let want = if threads > 1 { 2 * threads } else { 1 };
+        let (row_tiles, col_tiles) = (s.rows().div_ceil(MR), s.plane.div_ceil(NR));
+        let col_blocks = want.div_ceil(base).min(col_tiles / 2).max(1);
+        let row_blocks = want.div_ceil(base * col_blocks).min(row_tiles).max(1);
+        let rows = row_tiles.div_ceil(row_blocks) * MR;
+        let cols = col_tiles.div_ceil(col_blocks) * NR;
+        Grid {
+            rows,
+            cols,
+            row_blocks: s.rows().div_ceil(rows),
+            col_blocks: s.plane.div_ceil(cols),
+        }
+    }
+}
+
+/// The destination shared by the tasks, each writing its own blocks.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+
+// SAFETY: tasks write disjoint elements (see `forward`).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_the_reference_for_every_placement_and_epilogue() {
+        // (batch, in, out, plane, groups)
+        let shapes = [
+            (1, 24, 36, 784, 1),
+            (2, 60, 240, 49, 3),
+            (3, 16, 8, 5, 8),
+            (1, 96, 96, 196, 8),
+            (2, 15, 27, 70, 3),
+        ];
+        for (batch, cin, cout, plane, groups) in shapes {
+            let s = PointwiseShape {
+                batch,
+                in_channels: cin,
+                out_channels: cout,
+                plane,
+                groups,
+            };
+            let (x, w, bias) = (
+                data(batch * cin * plane, 1),
+                data(cout * cin / groups, 2),
+                data(cout, 3),
+            );
+            for (place, residual, relu) in [
+                (Placement::contiguous(&s, cout, 0), false, false),
+                (Placement::contiguous(&s, cout + 7, 5), false, true),
+                (Placement::shuffled(&s), false, true),
+                (Placement::contiguous(&s, cout, 0), true, true),
+                (Placement::shuffled(&s), true, false),
+            ] {
+                let len = batch * place.channels * plane;
+                let res = data(len, 4);
+                let ep = Epilogue {
+                    bias: &bias,
+                    residual: residual.then_some(&res[..]),
+                    relu,
+                };
+                let (mut got, mut want) = (vec![9.0; len], vec![9.0; len]);
+                forward(
+                    &s,
+                    &x,
+                    &PackedWeights::new(&s, &w).unwrap(),
+                    ep,
+                    place,
+                    &mut got,
+                )
+                .unwrap();
+                forward_ref(&s, &x, &w, ep, place, &mut want).unwrap();
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{s:?} {place:?} at {i}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_placements_and_lengths_are_errors() {
+        let s = PointwiseShape {
+            batch: 1,
+            in_channels: 4,
+            out_channels: 4,
+            plane: 3,
+            groups: 2,
+        };
+        let (x, b) = (vec![0.0; 12], vec![0.0; 4]);
+        let w = PackedWeights::new(&s, &[0.0; 8]).unwrap();
+        assert!(PackedWeights::new(&s, &[0.0; 7]).is_err());
+        let ep = Epilogue {
+            bias: &b,
+            residual: None,
+            relu: false,
+        };
+        let overlapping = Placement {
+            channels: 4,
+            offset: 0,
+            group_step: 1,
+            row_step: 1,
+        };
+        let e = forward(&s, &x, &w, ep, overlapping, &mut [0.0; 12]).unwrap_err();
+        assert!(e.to_string().contains("taken"), "{e}");
+        let outside = Placement::contiguous(&s, 4, 1);
+        assert!(forward(&s, &x, &w, ep, outside, &mut [0.0; 12]).is_err());
+        let e = forward(
+            &s,
+            &x[..11],
+            &w,
+            ep,
+            Placement::shuffled(&s),
+            &mut [0.0; 12],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("input has 11"), "{e}");
+    }
+}
