@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use gconv::data::imagenet_eval;
+use gconv::infer::Plan;
 use gconv::io::{read_npy, write_npy};
 use gconv::nn::{self, Module, Strictness};
 use gconv::signal::DynArray;
@@ -108,22 +109,29 @@ fn read_images(path: &Path, channels: usize) -> Result<Tensor> {
 }
 
 /// Logits `[N, classes]` for images `[N, C, H, W]`, `batch` images at a time.
+/// The logits of `x` (`[N, C, H, W]`) in runs of `batch` images, through
+/// an inference plan (one per run length).
 fn forward_batches(net: &dyn Module, x: &Tensor, batch: usize) -> Result<Tensor> {
-    let shape = x.shape().to_vec();
-    let per_image: usize = shape[1..].iter().product();
+    let &[images, c, h, w] = x.shape() else {
+        bail!("the input must be [N, C, H, W], not {:?}", x.shape());
+    };
+    let per_image = c * h * w;
     let data = x.data();
     let mut logits = Vec::new();
-    let mut classes = 0;
+    let mut plan: Option<Plan> = None;
     for (i, chunk) in data.chunks(batch * per_image).enumerate() {
         let n = chunk.len() / per_image;
-        let mut s = shape.clone();
-        s[0] = n;
-        let y = no_grad(|| net.forward(&Tensor::from_vec(chunk.to_vec(), &s)?))
-            .with_context(|| format!("images {}..{}", i * batch, i * batch + n))?;
-        classes = y.shape()[1];
-        logits.extend(y.to_vec());
+        let context = || format!("images {}..{}", i * batch, i * batch + n);
+        let plan = match &mut plan {
+            Some(p) if p.output_shape()[0] == n => p,
+            _ => {
+                plan.insert(Plan::new([n, c, h, w], |b, v| net.lower(b, v)).with_context(context)?)
+            }
+        };
+        logits.extend_from_slice(plan.run(chunk).with_context(context)?);
     }
-    Ok(Tensor::from_vec(logits, &[shape[0], classes])?)
+    let classes = logits.len() / images.max(1);
+    Ok(Tensor::from_vec(logits, &[images, classes])?)
 }
 
 fn classify(args: &Args, net: &dyn Module, input: [usize; 3]) -> Result<()> {
@@ -147,10 +155,12 @@ fn classify(args: &Args, net: &dyn Module, input: [usize; 3]) -> Result<()> {
         }
         None => None,
     };
+    let mut plan = Plan::new([1, input[0], input[1], input[2]], |b, v| net.lower(b, v))?;
     for path in &args.image {
         let x = imagenet_eval(path, [input[1], input[2]])?;
-        let x = Tensor::from_vec(x, &[1, input[0], input[1], input[2]])?;
-        let probs = no_grad(|| ops::softmax(&net.forward(&x)?))?.to_vec();
+        let logits = plan.run(&x).with_context(|| path.display().to_string())?;
+        let logits = Tensor::from_vec(logits.to_vec(), &[1, logits.len()])?;
+        let probs = no_grad(|| ops::softmax(&logits))?.to_vec();
         if let Some(labels) = &labels {
             ensure!(
                 labels.len() == probs.len(),

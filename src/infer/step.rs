@@ -226,9 +226,11 @@ impl Step {
                     let count = (*images).min(s.batch - first);
                     let x = &x[first * s.in_channels * ip..][..count * s.in_channels * ip];
                     let cols = &mut cols[..count * s.in_channels * taps * p];
-                    cols.par_chunks_mut(taps * p)
-                        .zip(x.par_chunks(ip))
-                        .for_each(|(c, x)| kernels::conv_gemm::im2col(&plane, x, c));
+                    // One task per (image, channel, tap) row of columns.
+                    cols.par_chunks_mut(p).enumerate().for_each(|(row, c)| {
+                        let x = &x[row / taps * ip..][..ip];
+                        kernels::conv_gemm::im2col_row(&plane, x, row % taps, c);
+                    });
                     let shape = PointwiseShape {
                         batch: count,
                         in_channels: s.in_channels * taps,
@@ -275,7 +277,7 @@ impl Step {
                 let per_image = shape.planes;
                 for (n, image) in out.chunks_exact_mut(*channels * op).enumerate() {
                     let part = &mut image[*offset * op..][..per_image * op];
-                    pool::avg_forward(shape, &x[n * per_image * ip..][..per_image * ip], part)?;
+                    pool::avg_values(shape, &x[n * per_image * ip..][..per_image * ip], part)?;
                     finish(part, None, *relu);
                 }
                 Ok(())

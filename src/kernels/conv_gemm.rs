@@ -298,7 +298,6 @@ fn valid_columns(s: &Conv2dShape, kx: usize) -> (usize, usize, usize) {
 /// `input_row` the offset of the input row it reads (`None` in the padding)
 /// and `columns` the result of [`valid_columns`] for `kx`.
 fn each_segment(s: &Conv2dShape, mut f: impl FnMut(usize, Option<usize>, (usize, usize, usize))) {
-    let [h, w] = s.input;
     let [oh, ow] = s.output();
     let [kh, kw] = s.kernel;
     let columns: Vec<_> = (0..kw).map(|kx| valid_columns(s, kx)).collect();
@@ -307,9 +306,7 @@ fn each_segment(s: &Conv2dShape, mut f: impl FnMut(usize, Option<usize>, (usize,
         for ky in 0..kh {
             for &cols in &columns {
                 for oy in 0..oh {
-                    let iy = (oy * s.stride[0] + ky * s.dilation[0]).checked_sub(s.padding[0]);
-                    let row = iy.filter(|&iy| iy < h).map(|iy| (c * h + iy) * w);
-                    f(segment, row, cols);
+                    f(segment, input_row(s, c, ky, oy), cols);
                     segment += ow;
                 }
             }
@@ -317,21 +314,42 @@ fn each_segment(s: &Conv2dShape, mut f: impl FnMut(usize, Option<usize>, (usize,
     }
 }
 
+/// The offset of the input row (of channel `c` in the group's planes)
+/// that output row `oy` reads through kernel row `ky`, or `None` in the
+/// padding.
+fn input_row(s: &Conv2dShape, c: usize, ky: usize, oy: usize) -> Option<usize> {
+    let [h, w] = s.input;
+    let iy = (oy * s.stride[0] + ky * s.dilation[0]).checked_sub(s.padding[0]);
+    iy.filter(|&iy| iy < h).map(|iy| (c * h + iy) * w)
+}
+
 /// Column buffer of one image and group: row `(c · kH + ky) · kW + kx`,
 /// column `oy · W_out + ox` holds the input value under that kernel tap
 /// (zero in the padding). `x` is the group's `C_in/g` input planes.
 pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+    let [oh, ow] = s.output();
+    for (row, dst) in cols.chunks_exact_mut(oh * ow).enumerate() {
+        im2col_row(s, x, row, dst);
+    }
+}
+
+/// Row `row = (c · kH + ky) · kW + kx` of [`im2col`]'s column buffer
+/// (`H_out · W_out` values): rows are independent, so callers may fill
+/// them in parallel.
+pub(crate) fn im2col_row(s: &Conv2dShape, x: &[f32], row: usize, dst: &mut [f32]) {
+    let [kh, kw] = s.kernel;
+    let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
     let ow = s.output()[1];
     let sw = s.stride[1];
-    each_segment(s, |seg, row, (lo, hi, ix)| {
-        let dst = &mut cols[seg..][..ow];
-        let Some(row) = row else {
+    let (lo, hi, ix) = valid_columns(s, kx);
+    for (oy, dst) in dst.chunks_exact_mut(ow).enumerate() {
+        let Some(start) = input_row(s, c, ky, oy) else {
             dst.fill(0.0);
-            return;
+            continue;
         };
         dst[..lo].fill(0.0);
         dst[hi..].fill(0.0);
-        let src = &x[row + ix..];
+        let src = &x[start + ix..];
         if sw == 1 {
             dst[lo..hi].copy_from_slice(&src[..hi - lo]);
         } else {
@@ -339,7 +357,7 @@ pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
                 *d = *v;
             }
         }
-    });
+    }
 }
 
 /// The adjoint of [`im2col`]: adds every column-buffer value onto the

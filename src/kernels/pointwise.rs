@@ -258,26 +258,56 @@ fn block<T: Fma>(b: &Block<T>) {
         for r0 in b.rows.clone().step_by(MR) {
             let panel = &b.panels[r0 * b.k..][..b.k * MR];
             let acc = tile(panel, &xs);
-            for (r, sums) in acc.iter().enumerate().take(b.rows.end - r0) {
+            for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
                 let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
+                // Whole-tile passes (branches outside the loops), so that
+                // each vectorises; then one store of the valid columns.
                 let bias = b.bias[r0 + r];
+                v.iter_mut().for_each(|v| *v = *v + bias);
+                if let Some(res) = b.residual {
+                    add_row(&mut v, &res[at..][..width]);
+                }
+                if b.relu {
+                    // A select, not a conditional store: it vectorises.
+                    v.iter_mut().for_each(|v| {
+                        *v = if *v < T::zero() { T::zero() } else { *v };
+                    });
+                }
                 // SAFETY: `forward` builds blocks whose destination
                 // elements are in bounds and written by no other task.
                 let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
-                for (j, o) in out.iter_mut().enumerate() {
-                    let mut v = sums[j] + bias;
-                    if let Some(res) = b.residual {
-                        v = v + res[at + j];
-                    }
-                    *o = if b.relu && v < T::zero() {
-                        T::zero()
-                    } else {
-                        v
-                    };
-                }
+                store_row(&v, out);
             }
         }
         c0 += width;
+    }
+}
+
+/// `v[j] += add[j]` for the first `add.len()` columns. Loops over a known
+/// width, not `copy_from_slice`: a library `memcpy` call per row of 32
+/// values would cost more than the row's arithmetic.
+#[inline(always)]
+fn add_row<T: Fma>(v: &mut [T; NR], add: &[T]) {
+    if let Ok(add) = <&[T; NR]>::try_from(add) {
+        for j in 0..NR {
+            v[j] = v[j] + add[j];
+        }
+    } else {
+        for (v, &a) in v.iter_mut().zip(add) {
+            *v = *v + a;
+        }
+    }
+}
+
+/// `out = v[..out.len()]`, as [`add_row`].
+#[inline(always)]
+fn store_row<T: Fma>(v: &[T; NR], out: &mut [T]) {
+    if let Ok(out) = <&mut [T; NR]>::try_from(&mut *out) {
+        *out = *v;
+    } else {
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o = x;
+        }
     }
 }
 

@@ -152,14 +152,37 @@ pub fn max_forward(
     Ok(())
 }
 
-/// Max pooling's values alone (inference), separably: per output row the
-/// maximum down its window's rows (whole rows, vectorised), then across
-/// each window's columns. NaN wins as in [`max_forward`].
+/// Max pooling's values alone (inference), [`separable`]. NaN wins as in
+/// [`max_forward`].
 fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
+    separable(s, x, y, f32::NEG_INFINITY, nan_max, |m, _| m);
+}
+
+/// Average pooling for inference (`count_include_pad`, as
+/// [`avg_forward`]), [`separable`]: one pass, no per-task transposes, the
+/// sums in a different order than [`avg_forward`]'s.
+pub fn avg_values(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
+    s.check(x.len(), y.len())?;
+    separable(s, x, y, 0.0, |a, b| a + b, |sum, size| sum / size as f32);
+    Ok(())
+}
+
+/// A pooling computed separably: per output row, `combine` down its
+/// window's rows (whole input rows, vectorised), then across each
+/// window's columns from `init`; `finish(value, window size including
+/// padding)` gives the output. One parallel task per run of planes.
+fn separable(
+    s: &PoolShape,
+    x: &[f32],
+    y: &mut [f32],
+    init: f32,
+    combine: impl Fn(f32, f32) -> f32 + Sync,
+    finish: impl Fn(f32, usize) -> f32 + Sync,
+) {
     let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
     let [oh, ow] = s.output();
-    let rows: Vec<_> = (0..oh).map(|o| s.window(0, o).0).collect();
-    let cols: Vec<_> = (0..ow).map(|o| s.window(1, o).0).collect();
+    let rows: Vec<_> = (0..oh).map(|o| s.window(0, o)).collect();
+    let cols: Vec<_> = (0..ow).map(|o| s.window(1, o)).collect();
     y.par_chunks_mut(op)
         .enumerate()
         .with_min_len(s.planes_per_task())
@@ -167,17 +190,16 @@ fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
             || vec![0f32; width],
             |down, (p, out)| {
                 let plane = &x[p * ip..][..ip];
-                for (out_row, r) in out.chunks_exact_mut(ow).zip(&rows) {
+                for (out_row, (r, height)) in out.chunks_exact_mut(ow).zip(&rows) {
                     down.copy_from_slice(&plane[r.start * width..][..width]);
                     for row in plane[..r.end * width].chunks_exact(width).skip(r.start + 1) {
                         for (d, &v) in down.iter_mut().zip(row) {
-                            *d = nan_max(*d, v);
+                            *d = combine(*d, v);
                         }
                     }
-                    for (o, c) in out_row.iter_mut().zip(&cols) {
-                        *o = down[c.clone()]
-                            .iter()
-                            .fold(f32::NEG_INFINITY, |m, &v| nan_max(m, v));
+                    for (o, (c, w)) in out_row.iter_mut().zip(&cols) {
+                        let v = down[c.clone()].iter().fold(init, |m, &v| combine(m, v));
+                        *o = finish(v, height * w);
                     }
                 }
             },
@@ -463,6 +485,10 @@ mod tests {
             reference::avg_forward(&s, &x, &mut want);
             for (g, w) in got.iter().zip(&want) {
                 proptest::prop_assert!((g - w).abs() <= 1e-5, "forward {g} vs {w}");
+            }
+            avg_values(&s, &x, &mut got).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!((g - w).abs() <= 1e-5, "separable average {g} vs {w}");
             }
             // Max pooling's values alone (separable) against the window
             // scan that also finds the argmax; a NaN must win there too.
