@@ -173,3 +173,67 @@ fn bad_plans_and_inputs_are_errors() {
         .to_string();
     assert!(e.contains("Sequential has no inference lowering"), "{e}");
 }
+
+#[test]
+fn single_convolutions_match_the_op_on_every_path() {
+    // Grouped 3×3 (im2col + pointwise at batch 1, direct at batch 3),
+    // depthwise, a strided 1×1; bias, ReLU, and the input as a residual
+    // where the shapes allow.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let configs = [
+        nn::Conv2dConfig {
+            groups: 2,
+            padding: [1, 1],
+            ..nn::Conv2dConfig::new(16, 16, [3, 3])
+        },
+        nn::Conv2dConfig {
+            groups: 2,
+            stride: [2, 2],
+            ..nn::Conv2dConfig::new(6, 16, [3, 3])
+        },
+        nn::Conv2dConfig {
+            groups: 8,
+            padding: [1, 1],
+            ..nn::Conv2dConfig::new(8, 8, [3, 3])
+        },
+        nn::Conv2dConfig {
+            stride: [2, 2],
+            ..nn::Conv2dConfig::new(8, 16, [1, 1])
+        },
+    ];
+    for config in configs {
+        let conv = nn::Conv2d::new(config, &mut rng).unwrap();
+        for batch in [1, 3] {
+            let input = [batch, config.in_channels, 9, 7];
+            let x = Tensor::randn(&input, &mut rng);
+            let y = no_grad(|| conv.forward(&x)).unwrap().to_vec();
+            let same = y.len() == x.numel();
+            let want: Vec<f32> = if same {
+                y.iter()
+                    .zip(x.to_vec())
+                    .map(|(a, b)| (a + b).max(0.0))
+                    .collect()
+            } else {
+                y.iter().map(|a| a.max(0.0)).collect()
+            };
+            let mut plan = Plan::new(input, |b, v| {
+                let residual = same.then_some(v);
+                let ep = Epilogue {
+                    relu: true,
+                    residual,
+                    ..Epilogue::default()
+                };
+                b.conv(v, conv.spec(None)?, ep)
+            })
+            .unwrap();
+            let got = plan.run(&x.to_vec()).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{config:?} batch {batch}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -283,6 +283,7 @@ impl Builder {
         } else if dst.channels == spec.out_channels
             && shape.group_in() > 1
             && shape.group_out() >= pointwise::MR
+            && self.batch * spec.groups < 2 * rayon::current_num_threads()
         {
             let [taps, p] = [spec.kernel[0] * spec.kernel[1], size[0] * size[1]];
             let unfolded = PointwiseShape {
@@ -292,8 +293,9 @@ impl Builder {
                 plane: p,
                 groups: spec.groups,
             };
-            // Im2col + the pointwise kernel, when each group fills its
-            // register tiles (narrower groups go to the direct kernel);
+            // Im2col + the pointwise kernel when each group fills its
+            // register tiles and there are too few (image, group) tasks
+            // for the direct kernel's parallelism (the stem at batch 1);
             // columns for as many images as fit in 16 MiB (at least one).
             let per_image = unfolded.in_channels * p;
             let images = (UNFOLD_FLOATS / per_image).clamp(1, self.batch);

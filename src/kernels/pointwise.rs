@@ -247,39 +247,51 @@ fn block<T: Fma>(b: &Block<T>) {
     // panel (zero-padded past the last column): the rows of the input are
     // `p` apart, often a multiple of 4 KiB, and would evict each other
     // from the L1 cache while the row tiles sweep over them.
+    // On long rows (many column tiles) the rows go in bands of 4 tiles,
+    // each swept by all column tiles, so that few output rows are written
+    // at once and the stores stream; short rows take all rows at once and
+    // pack each input tile only once.
+    let band_rows = if b.cols.len() >= 8 * NR {
+        4 * MR
+    } else {
+        b.rows.len().max(1)
+    };
     let mut xs = vec![T::zero(); b.k * NR];
-    let mut c0 = b.cols.start;
-    while c0 < b.cols.end {
-        let width = NR.min(b.cols.end - c0);
-        for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
-            row[..width].copy_from_slice(&src[c0..c0 + width]);
-            row[width..].fill(T::zero());
-        }
-        for r0 in b.rows.clone().step_by(MR) {
-            let panel = &b.panels[r0 * b.k..][..b.k * MR];
-            let acc = tile(panel, &xs);
-            for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
-                let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
-                // Whole-tile passes (branches outside the loops), so that
-                // each vectorises; then one store of the valid columns.
-                let bias = b.bias[r0 + r];
-                v.iter_mut().for_each(|v| *v = *v + bias);
-                if let Some(res) = b.residual {
-                    add_row(&mut v, &res[at..][..width]);
-                }
-                if b.relu {
-                    // A select, not a conditional store: it vectorises.
-                    v.iter_mut().for_each(|v| {
-                        *v = if *v < T::zero() { T::zero() } else { *v };
-                    });
-                }
-                // SAFETY: `forward` builds blocks whose destination
-                // elements are in bounds and written by no other task.
-                let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
-                store_row(&v, out);
+    for band in b.rows.clone().step_by(band_rows) {
+        let band = band..(band + band_rows).min(b.rows.end);
+        let mut c0 = b.cols.start;
+        while c0 < b.cols.end {
+            let width = NR.min(b.cols.end - c0);
+            for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
+                row[..width].copy_from_slice(&src[c0..c0 + width]);
+                row[width..].fill(T::zero());
             }
+            for r0 in band.clone().step_by(MR) {
+                let panel = &b.panels[r0 * b.k..][..b.k * MR];
+                let acc = tile(panel, &xs);
+                for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
+                    let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
+                    // Whole-tile passes (branches outside the loops), so that
+                    // each vectorises; then one store of the valid columns.
+                    let bias = b.bias[r0 + r];
+                    v.iter_mut().for_each(|v| *v = *v + bias);
+                    if let Some(res) = b.residual {
+                        add_row(&mut v, &res[at..][..width]);
+                    }
+                    if b.relu {
+                        // A select, not a conditional store: it vectorises.
+                        v.iter_mut().for_each(|v| {
+                            *v = if *v < T::zero() { T::zero() } else { *v };
+                        });
+                    }
+                    // SAFETY: `forward` builds blocks whose destination
+                    // elements are in bounds and written by no other task.
+                    let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
+                    store_row(&v, out);
+                }
+            }
+            c0 += width;
         }
-        c0 += width;
     }
 }
 
