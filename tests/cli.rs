@@ -339,6 +339,11 @@ fn bench_models_prints_json_rows() {
     assert_eq!(row["model"], "shufflenet_g1_wd4");
     assert_eq!(row["batch_size"], 1);
     assert!(row["ms"].as_f64().unwrap() > 0.0 && row["images_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(row["plan"], true);
+    let out = gconv(&[&args[..], &["--unfused"]].concat(), dir.path());
+    assert_ok(&out);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["plan"], false);
     let bad = gconv(&["bench", "models", "--model", "nonet"], dir.path());
     assert_error(&bad, "unknown model");
 }
