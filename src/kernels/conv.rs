@@ -9,6 +9,17 @@
 use crate::error::{Error, Result};
 use num_traits::Float;
 
+/// Checks that `groups` is positive and divides both channel counts; the
+/// error names the numbers, after `layer`.
+pub(crate) fn check_groups(layer: &str, groups: usize, [cin, cout]: [usize; 2]) -> Result<()> {
+    if groups == 0 || !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
+        return Err(Error::invalid(format!(
+            "{layer}: groups = {groups} must divide in_channels = {cin} and out_channels = {cout}"
+        )));
+    }
+    Ok(())
+}
+
 /// The geometry of one grouped 2-D convolution, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dShape {
@@ -71,12 +82,7 @@ impl Conv2dShape {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(Error::invalid(format!("conv2d: {name} must be at least 1")));
         }
-        if !s.in_channels.is_multiple_of(s.groups) || !s.out_channels.is_multiple_of(s.groups) {
-            return Err(Error::invalid(format!(
-                "conv2d: groups = {} must divide in_channels = {} and out_channels = {}",
-                s.groups, s.in_channels, s.out_channels
-            )));
-        }
+        check_groups("conv2d", s.groups, [s.in_channels, s.out_channels])?;
         for d in 0..2 {
             let span = s.dilation[d] * (s.kernel[d] - 1) + 1;
             if s.input[d] + 2 * s.padding[d] < span {

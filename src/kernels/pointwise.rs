@@ -385,16 +385,7 @@ pub fn forward_ref(
 }
 
 fn check_groups(s: &PointwiseShape) -> Result<()> {
-    if s.groups == 0
-        || !s.in_channels.is_multiple_of(s.groups)
-        || !s.out_channels.is_multiple_of(s.groups)
-    {
-        return Err(Error::invalid(format!(
-            "pointwise conv: groups = {} must divide in_channels = {} and out_channels = {}",
-            s.groups, s.in_channels, s.out_channels
-        )));
-    }
-    Ok(())
+    super::conv::check_groups("pointwise conv", s.groups, [s.in_channels, s.out_channels])
 }
 
 fn check(

@@ -40,15 +40,7 @@ impl Conv2dConfig {
     /// `groups` does not divide the channel counts or a size is zero.
     pub fn weight_shape(&self) -> Result<[usize; 4]> {
         let c = self;
-        if c.groups == 0
-            || !c.in_channels.is_multiple_of(c.groups)
-            || !c.out_channels.is_multiple_of(c.groups)
-        {
-            return Err(Error::invalid(format!(
-                "Conv2d: groups = {} must divide in_channels = {} and out_channels = {}",
-                c.groups, c.in_channels, c.out_channels
-            )));
-        }
+        crate::kernels::conv::check_groups("Conv2d", c.groups, [c.in_channels, c.out_channels])?;
         let sizes = [
             c.in_channels,
             c.out_channels,
