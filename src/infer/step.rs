@@ -37,8 +37,10 @@ pub(super) enum Step {
         src: usize,
         dst: usize,
     },
-    /// A depthwise convolution (bias folded in), then residual and ReLU in
-    /// one pass over its output, which fills `dst`.
+    /// Any other convolution (depthwise, narrow groups, or enough images ×
+    /// groups for their parallelism) through the training kernels, bias
+    /// folded in, then residual and ReLU in one pass over its output, which
+    /// fills `dst`.
     Conv {
         shape: Conv2dShape,
         weight: Vec<f32>,
@@ -104,7 +106,7 @@ impl Step {
     }
 
     /// What the step computes, for profiles: e.g. `pointwise 240→60 g3
-    /// 28×28 relu shuffled`.
+    /// ×784 relu shuffled` (×784: positions per channel).
     pub(super) fn describe(&self) -> String {
         match self {
             Step::Pointwise {
@@ -114,14 +116,12 @@ impl Step {
                 residual,
                 ..
             } => {
-                let [h, w] = [s.plane, 1];
                 format!(
-                    "pointwise {}→{} g{} {}×{}{}{}{}",
+                    "pointwise {}→{} g{} ×{}{}{}{}",
                     s.in_channels,
                     s.out_channels,
                     s.groups,
-                    h,
-                    w,
+                    s.plane,
                     if residual.is_some() { " +residual" } else { "" },
                     if *relu { " relu" } else { "" },
                     if place.row_step > 1 {
