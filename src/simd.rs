@@ -129,6 +129,16 @@ pub(crate) const LANES: usize = 16;
 /// One value of each of [`LANES`] planes.
 pub(crate) type Lanes<T> = [T; LANES];
 
+/// `acc[j] += w · x[j]` lane by lane: one vector multiply-add, the
+/// building block of the register tiles (written as a loop over a known
+/// width so that it vectorises along the lanes, not across tiles).
+#[inline(always)]
+pub(crate) fn fma_lanes<T: Fma>(acc: &mut Lanes<T>, w: T, x: &Lanes<T>) {
+    for j in 0..LANES {
+        acc[j] = w.fma(x[j], acc[j]);
+    }
+}
+
 /// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
 /// `t.len()` values; lanes past the last plane are left as they are).
 #[inline(always)]
@@ -225,21 +235,33 @@ impl Fma for f64 {
 /// Copies `src` into `dst` (equal lengths) with inline vector moves rather
 /// than a `memcpy` call, which costs more than the copy for the short rows
 /// (tens of values) of the conv kernels: 16-value chunks, then the last 16
-/// values again to cover the tail.
+/// values again to cover the tail. (The compiler turns a plain loop of
+/// such moves back into a `memcpy` call; the source address of each chunk
+/// goes through [`std::hint::black_box`] to keep the moves inline.)
 #[inline(always)]
 pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     const CHUNK: usize = 16;
     let n = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..n], &src[..n]);
     if n < CHUNK {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
+        // Two overlapping half chunks where they fit (rows of 8–15 values,
+        // e.g. 8×8 planes), else one value at a time.
+        const HALF: usize = CHUNK / 2;
+        if n >= HALF {
+            for at in [0, n - HALF] {
+                let d: &mut [T; HALF] = (&mut dst[at..][..HALF]).try_into().expect("half");
+                *d = *<&[T; HALF]>::try_from(&src[at..][..HALF]).expect("half");
+            }
+        } else {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *std::hint::black_box(s);
+            }
         }
         return;
     }
     for (d, s) in dst.chunks_exact_mut(CHUNK).zip(src.chunks_exact(CHUNK)) {
         let d: &mut [T; CHUNK] = d.try_into().expect("chunk");
-        *d = *<&[T; CHUNK]>::try_from(s).expect("chunk");
+        *d = *std::hint::black_box(<&[T; CHUNK]>::try_from(s).expect("chunk"));
     }
     let d: &mut [T; CHUNK] = (&mut dst[n - CHUNK..]).try_into().expect("tail");
     *d = *<&[T; CHUNK]>::try_from(&src[n - CHUNK..]).expect("tail");

@@ -5,23 +5,21 @@
 //! Each task takes one (image, group). Its input planes are copied into the
 //! padded, stride-phase-split layout of [`Geometry`], where every kernel
 //! tap reads the plane at a fixed offset; outputs are then computed in
-//! blocks of [`BLOCK`] positions for up to four output channels at once,
-//! the accumulators staying in vector registers while the loop runs over
+//! tiles of up to eight output channels × up to [`BLOCK`] positions, the
+//! accumulators staying in vector registers while the loop runs over
 //! input channels and taps. One parallel region over (image × group).
 
 use super::conv::{Conv2dShape, weight_grad_tasks};
 use super::phase::Geometry;
 use crate::error::Result;
 use crate::signal::Scalar;
-use crate::simd::{Fma, Isa};
+use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
 
-/// Output positions per register block (two AVX-512 vectors).
-const BLOCK: usize = 32;
-
-/// Most output channels computed together (accumulators: `CO_BLOCK ×
-/// BLOCK` values, 16 AVX-512 registers).
-const CO_BLOCK: usize = 8;
+/// The longest block of output positions (four AVX-512 vectors); planes
+/// are padded to whole blocks, so that every block can be read and written
+/// whole.
+const BLOCK: usize = 4 * LANES;
 
 /// Whether the direct kernels suit `s`: a kernel larger than 1×1 and at
 /// most 16 input channels per group (beyond that im2col + GEMM wins).
@@ -130,13 +128,25 @@ fn forward_isa(
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
     let p = Plan::new(s);
+    // Per group, the kernels as [C_in/g][taps][C_out/g] (see `correlate`).
+    let group_len = p.cog * p.cig * p.taps;
+    let mut wt = vec![0f32; w.len()];
+    for (src, dst) in w
+        .chunks_exact(group_len)
+        .zip(wt.chunks_exact_mut(group_len))
+    {
+        for (i, &v) in src.iter().enumerate() {
+            let (co, ci, t) = (i / (p.cig * p.taps), i / p.taps % p.cig, i % p.taps);
+            dst[(ci * p.taps + t) * p.cog + co] = v;
+        }
+    }
     y.par_chunks_mut(p.cog * p.plane_out)
         .enumerate()
         .for_each_init(
             || p.scratch(),
             |scratch, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
-                let (xs, ws) = (s.input_group(x, n, g), s.weight_group(w, g));
+                let (xs, ws) = (s.input_group(x, n, g), s.weight_group(&wt, g));
                 let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
                 forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
             },
@@ -186,8 +196,9 @@ struct Planes<'a, T> {
     offsets: &'a [usize],
 }
 
-/// `dst[c][i] = bias[c] + Σ_{k, t} w[c][k][t] · src[k][offsets[t] + i]` for
-/// `outputs` planes `pitch` apart in `dst` (`w`: `[outputs][src.count][taps]`,
+/// `dst[c][i] = bias[c] + Σ_{k, t} w[k][t][c] · src[k][offsets[t] + i]` for
+/// `outputs` planes `pitch` apart in `dst` (`w`: `[src.count][taps][outputs]`,
+/// output-channel fastest so that a tile's weights sit side by side;
 /// `bias` empty or one value per output); `i` runs over whole blocks
 /// covering `0 .. len` (`[pitch, len]`). Both the forward pass and the
 /// input gradient are this.
@@ -200,57 +211,84 @@ fn correlate<T: Fma>(
     pitch_len: [usize; 2],
     outputs: usize,
 ) {
+    let tile = Tile {
+        src,
+        w,
+        bias,
+        outputs,
+        pitch_len,
+    };
     let mut c = 0;
     while c < outputs {
+        // Tiles of 4 channels × 4 vectors: 16 accumulators. (Wider tiles
+        // of 8 channels × 2 vectors lost their accumulators to the stack:
+        // the compiler vectorised across the channels instead.)
         c += match outputs - c {
-            1 => correlate_block::<T, 1>(src, w, bias, c, dst, pitch_len),
-            2 => correlate_block::<T, 2>(src, w, bias, c, dst, pitch_len),
-            3 => correlate_block::<T, 3>(src, w, bias, c, dst, pitch_len),
-            4..CO_BLOCK => correlate_block::<T, 4>(src, w, bias, c, dst, pitch_len),
-            _ => correlate_block::<T, CO_BLOCK>(src, w, bias, c, dst, pitch_len),
+            1 => tile.run::<1, 4>(c, dst),
+            2 => tile.run::<2, 4>(c, dst),
+            3 => tile.run::<3, 4>(c, dst),
+            _ => tile.run::<4, 4>(c, dst),
         };
     }
 }
 
-/// Outputs `c0 .. c0 + CO` of [`correlate`], block by block, the
-/// accumulators held in registers across input planes and taps.
-#[inline(always)]
-fn correlate_block<T: Fma, const CO: usize>(
-    src: &Planes<T>,
-    w: &[T],
-    bias: &[T],
-    c0: usize,
-    dst: &mut [T],
-    [pitch, len]: [usize; 2],
-) -> usize {
-    let taps = src.offsets.len();
-    for start in (0..len).step_by(BLOCK) {
-        let mut a = [[T::zero(); BLOCK]; CO];
-        for (c, row) in a.iter_mut().enumerate() {
-            if let Some(&b) = bias.get(c0 + c) {
-                *row = [b; BLOCK];
-            }
-        }
+/// The operands of [`correlate`].
+struct Tile<'a, T> {
+    src: &'a Planes<'a, T>,
+    w: &'a [T],
+    bias: &'a [T],
+    outputs: usize,
+    pitch_len: [usize; 2],
+}
+
+impl<T: Fma> Tile<'_, T> {
+    /// The sums of outputs `c0 .. c0 + CO` at positions `start ..
+    /// start + NV · LANES`, starting from `bias`.
+    #[inline(always)]
+    fn sums<const CO: usize, const NV: usize>(
+        &self,
+        c0: usize,
+        start: usize,
+        bias: [T; CO],
+    ) -> [[Lanes<T>; NV]; CO] {
+        let (src, taps) = (self.src, self.src.offsets.len());
+        let mut a: [[Lanes<T>; NV]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; NV]);
         for k in 0..src.count {
             let plane = &src.data[k * src.pitch + start..];
             for (t, &offset) in src.offsets.iter().enumerate() {
-                let v: &[T; BLOCK] = plane[offset..offset + BLOCK].try_into().expect("block");
-                for (c, row) in a.iter_mut().enumerate() {
-                    let wv = w[((c0 + c) * src.count + k) * taps + t];
-                    for (r, &x) in row.iter_mut().zip(v) {
-                        *r = wv.fma(x, *r);
+                let v = &plane[offset..][..NV * LANES];
+                let xs: [Lanes<T>; NV] =
+                    std::array::from_fn(|j| v[j * LANES..][..LANES].try_into().expect("lanes"));
+                let wt = &self.w[(k * taps + t) * self.outputs + c0..][..CO];
+                for c in 0..CO {
+                    for j in 0..NV {
+                        fma_lanes(&mut a[c][j], wt[c], &xs[j]);
                     }
                 }
             }
         }
-        for (c, row) in a.iter().enumerate() {
-            let out: &mut [T; BLOCK] = (&mut dst[(c0 + c) * pitch + start..][..BLOCK])
-                .try_into()
-                .expect("block");
-            *out = *row;
-        }
+        a
     }
-    CO
+
+    /// Outputs `c0 .. c0 + CO` of [`correlate`], in blocks of `NV` vectors
+    /// of positions, the `CO × NV` accumulators held in registers across
+    /// input planes and taps. Returns `CO`.
+    #[inline(always)]
+    fn run<const CO: usize, const NV: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
+        let [pitch, len] = self.pitch_len;
+        let bias: [T; CO] =
+            std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
+        for start in (0..len).step_by(NV * LANES) {
+            let a = self.sums::<CO, NV>(c0, start, bias);
+            for (c, row) in a.iter().enumerate() {
+                let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
+                for (o, acc) in out.chunks_exact_mut(LANES).zip(row) {
+                    o.copy_from_slice(acc);
+                }
+            }
+        }
+        CO
+    }
 }
 
 /// Gradients of `Σ dy · conv2d(x, w)`, each computed only when its buffer
@@ -284,18 +322,18 @@ fn backward_isa(
     s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
     let p = Plan::new(s);
     if let Some(dx) = dx {
-        // Per phase, the weights of its taps as [group][C_in/g][C_out/g][taps].
+        // Per phase, the weights of its taps as [group][C_out/g][taps][C_in/g]
+        // (the outputs of this correlation are the input channels).
         let wts: Vec<Vec<f32>> = p
             .phases
             .iter()
             .map(|ph| {
                 let mut out = Vec::with_capacity(s.groups * p.cig * p.cog * ph.taps.len());
                 for g in 0..s.groups {
-                    for ci in 0..p.cig {
-                        for co in 0..p.cog {
-                            let kernel =
-                                &s.weight_group(w, g)[(co * p.cig + ci) * p.taps..][..p.taps];
-                            out.extend(ph.taps.iter().map(|&t| kernel[t]));
+                    let group = s.weight_group(w, g);
+                    for co in 0..p.cog {
+                        for &t in &ph.taps {
+                            out.extend((0..p.cig).map(|ci| group[(co * p.cig + ci) * p.taps + t]));
                         }
                     }
                 }
@@ -316,12 +354,15 @@ fn backward_isa(
         weight_grad_tasks(
             s,
             dw,
-            || p.scratch(),
-            |scratch, images, g, dw, _| {
-                dw.fill(0.0);
+            || (p.scratch(), vec![[0f32; LANES]; p.cog * p.cig * p.taps]),
+            |(scratch, sums), images, g, dw, _| {
+                sums.fill([0.0; LANES]);
                 for n in images {
-                    let xs = s.input_group(x, n, g);
-                    weight_grad_group_isa(isa, &p, xs, s.output_group(dy, n, g), scratch, dw);
+                    let (xs, dys) = (s.input_group(x, n, g), s.output_group(dy, n, g));
+                    weight_grad_group_isa(isa, &p, xs, dys, scratch, sums);
+                }
+                for (d, lanes) in dw.iter_mut().zip(sums.iter()) {
+                    *d = crate::simd::sum(lanes);
                 }
             },
         );
@@ -348,7 +389,7 @@ fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T], pitch: usize, lea
 
 /// One (image, group) input-gradient task: `wts[phase]` holds each
 /// group's kernel taps of that phase transposed to
-/// `[C_in/g][C_out/g][taps]`; `dx` receives the group's `cig` input planes.
+/// `[C_out/g][taps][C_in/g]`; `dx` receives the group's `cig` input planes.
 #[inline(always)]
 fn input_grad_group<T: Fma>(
     p: &Plan,
@@ -387,28 +428,136 @@ fn input_grad_group<T: Fma>(
     }
 }
 
-/// Adds one image's contribution to a group's weight gradient:
-/// `dw[c][ci][t] += Σ_i dy[c][i] · padded[ci][taps[t] + i]`.
+/// Adds one image's contribution to a group's weight gradient,
+/// `dw[c][ci][t] += Σ_i dy[c][i] · padded[ci][taps[t] + i]`, to `sums`
+/// (each weight's [`LANES`] partial sums, reduced by the caller), in register
+/// tiles of 4 outputs × 4 inputs (one tap at a time) where the group is that
+/// wide, else of one output × one input × up to 9 taps (depthwise).
 #[inline(always)]
-fn weight_grad_group<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) {
+fn weight_grad_group<T: Fma>(
+    p: &Plan,
+    x: &[T],
+    dy: &[T],
+    scratch: &mut [T],
+    sums: &mut [Lanes<T>],
+) {
     let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
     pad_planes(p, x, padded);
     spread_planes(p, dy, acc, p.acc_pitch, 0);
-    let len = p.geo.acc_len();
-    for (c, dw_c) in dw.chunks_exact_mut(p.cig * p.taps).enumerate() {
-        let g = &acc[c * p.acc_pitch..][..len];
-        for (ci, dw_ci) in dw_c.chunks_exact_mut(p.taps).enumerate() {
-            let plane = &padded[ci * p.padded_pitch..];
-            for (d, &offset) in dw_ci.iter_mut().zip(&p.geo.taps) {
-                *d = *d + crate::simd::dot(g, &plane[offset..offset + len]);
+    let tile = GradTile {
+        x: padded,
+        x_pitch: p.padded_pitch,
+        dy: acc,
+        dy_pitch: p.acc_pitch,
+        offsets: &p.geo.taps,
+        // The spread gradients are zero from `acc_len` to `acc_pitch`, a
+        // whole number of vectors.
+        vectors: p.geo.acc_len().div_ceil(LANES),
+        dims: [p.cog, p.cig, p.taps],
+    };
+    match p.taps {
+        _ if p.cig >= 4 && p.cog >= 4 => tile.run::<4, 4, 1, 16>(sums),
+        9.. => tile.run::<1, 1, 9, 9>(sums),
+        3.. => tile.run::<1, 1, 3, 3>(sums),
+        _ => tile.run::<1, 1, 1, 1>(sums),
+    }
+}
+
+/// The operands of [`weight_grad_group`].
+struct GradTile<'a, T> {
+    /// Padded input planes, `x_pitch` apart.
+    x: &'a [T],
+    x_pitch: usize,
+    /// Spread output gradients, `dy_pitch` apart.
+    dy: &'a [T],
+    dy_pitch: usize,
+    offsets: &'a [usize],
+    /// Vectors of positions to sum over.
+    vectors: usize,
+    /// Outputs, inputs and taps of the group.
+    dims: [usize; 3],
+}
+
+impl<T: Fma> GradTile<'_, T> {
+    /// Adds to `CW × IW × TW` (`= N`) weights' partial sums at a time, held
+    /// in registers over all positions (flat, `[c][ci][t]`). The last tile
+    /// along each dimension is moved back to fit (it needs `dims ≥ [CW, IW,
+    /// TW]`) and stores only the entries the previous tile did not.
+    #[inline(always)]
+    fn run<const CW: usize, const IW: usize, const TW: usize, const N: usize>(
+        &self,
+        sums: &mut [Lanes<T>],
+    ) {
+        let [cog, cig, taps] = self.dims;
+        let index = |c, ci, t| (c * cig + ci) * taps + t;
+        for (c0, c_skip) in tile_starts(cog, CW) {
+            for (i0, i_skip) in tile_starts(cig, IW) {
+                for (t0, t_skip) in tile_starts(taps, TW) {
+                    let mut a = [[T::zero(); LANES]; N];
+                    for c in 0..CW {
+                        for ci in 0..IW {
+                            for t in 0..TW {
+                                a[(c * IW + ci) * TW + t] = sums[index(c0 + c, i0 + ci, t0 + t)];
+                            }
+                        }
+                    }
+                    for v in 0..self.vectors {
+                        let at = v * LANES;
+                        let mut d = [[T::zero(); LANES]; CW];
+                        for (c, d) in d.iter_mut().enumerate() {
+                            d.copy_from_slice(&self.dy[(c0 + c) * self.dy_pitch + at..][..LANES]);
+                        }
+                        for ci in 0..IW {
+                            let plane = &self.x[(i0 + ci) * self.x_pitch + at..];
+                            for t in 0..TW {
+                                let xv: &Lanes<T> = plane[self.offsets[t0 + t]..][..LANES]
+                                    .try_into()
+                                    .expect("lanes");
+                                for c in 0..CW {
+                                    mul_add_lanes(&mut a[(c * IW + ci) * TW + t], &d[c], xv);
+                                }
+                            }
+                        }
+                    }
+                    // Constant indices into `a` (whole ranges, a test
+                    // inside), so that it stays in registers.
+                    for c in 0..CW {
+                        for ci in 0..IW {
+                            for t in 0..TW {
+                                if c >= c_skip && ci >= i_skip && t >= t_skip {
+                                    sums[index(c0 + c, i0 + ci, t0 + t)] =
+                                        a[(c * IW + ci) * TW + t];
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
 }
 
+/// `acc[j] += a[j] · b[j]` lane by lane.
+#[inline(always)]
+fn mul_add_lanes<T: Fma>(acc: &mut Lanes<T>, a: &Lanes<T>, b: &Lanes<T>) {
+    for j in 0..LANES {
+        acc[j] = a[j].fma(b[j], acc[j]);
+    }
+}
+
+/// Tiles of `width` covering `0 .. n` (`n ≥ width`): `(start, skip)`
+/// with the last start moved back to `n − width`, skipping the entries
+/// the tile before it covered.
+fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n.div_ceil(width)).map(move |b| {
+        let start = (b * width).min(n - width);
+        (start, b * width - start)
+    })
+}
+
 crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) => forward_group);
 crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], dx: &mut [T]) => input_grad_group);
-crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], dw: &mut [T]) => weight_grad_group);
+crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>]) => weight_grad_group);
 
 #[cfg(test)]
 mod tests {

@@ -106,12 +106,7 @@ impl Geometry {
             let src = &src[s..][..(count - 1) * step + 1];
             match step {
                 1 => crate::simd::copy(dst, src),
-                // A constant stride lets the compiler vectorise the gather.
-                2 => {
-                    let pairs = src.chunks_exact(2);
-                    dst[count - 1] = pairs.remainder()[0];
-                    dst.iter_mut().zip(pairs).for_each(|(d, p)| *d = p[0]);
-                }
+                2 => take_even(dst, src),
                 _ => (0..count).for_each(|i| dst[i] = src[i * step]),
             }
         }
@@ -126,12 +121,7 @@ impl Geometry {
             let dst = &mut dst[s..][..(count - 1) * step + 1];
             match step {
                 1 => crate::simd::copy(dst, src),
-                2 => {
-                    let pairs = dst.chunks_exact_mut(2);
-                    pairs.into_remainder()[0] = src[count - 1];
-                    let pairs = dst.chunks_exact_mut(2);
-                    pairs.zip(src).for_each(|(p, &v)| p[0] = v);
-                }
+                2 => put_even(dst, src),
                 _ => (0..count).for_each(|i| dst[i * step] = src[i]),
             }
         }
@@ -155,6 +145,66 @@ impl Geometry {
     pub fn gather_outputs<T: Scalar>(&self, acc: &[T], out: &mut [T]) {
         for (oy, row) in out.chunks_exact_mut(self.out_w).enumerate() {
             crate::simd::copy(row, &acc[oy * self.phase_len..][..self.out_w]);
+        }
+    }
+}
+
+/// Values per chunk of the stride-2 moves: a vector's worth of results.
+const EVEN_CHUNK: usize = 16;
+
+/// The chunks of `n` results: whole chunks, the last one moved back to end
+/// at `n` (overlapping the one before), or none when `n < EVEN_CHUNK`.
+fn even_chunks(n: usize) -> impl Iterator<Item = usize> {
+    let chunks = if n < EVEN_CHUNK {
+        0
+    } else {
+        n.div_ceil(EVEN_CHUNK)
+    };
+    (0..chunks).map(move |c| (c * EVEN_CHUNK).min(n - EVEN_CHUNK))
+}
+
+/// `dst[i] = src[2 · i]` (`src.len() == 2 · dst.len() − 1`), a chunk of
+/// results at a time from a fixed-size window of the source, so that the
+/// compiler turns it into vector permutes rather than a gather.
+#[inline(always)]
+fn take_even<T: Scalar>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    for at in even_chunks(n) {
+        let s: &[T; 2 * EVEN_CHUNK - 1] = src[2 * at..][..2 * EVEN_CHUNK - 1]
+            .try_into()
+            .expect("window");
+        let d: &mut [T; EVEN_CHUNK] = (&mut dst[at..][..EVEN_CHUNK]).try_into().expect("chunk");
+        for (i, d) in d.iter_mut().enumerate() {
+            *d = s[2 * i];
+        }
+    }
+    if n < EVEN_CHUNK {
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = src[2 * i];
+        }
+    }
+}
+
+/// `dst[2 · i] = src[i]` (`dst.len() == 2 · src.len() − 1`), the odd
+/// positions kept: read, blend and write back a window per chunk, the
+/// inverse of [`take_even`].
+#[inline(always)]
+fn put_even<T: Scalar>(dst: &mut [T], src: &[T]) {
+    let n = src.len();
+    for at in even_chunks(n) {
+        let d: &mut [T; 2 * EVEN_CHUNK - 1] = (&mut dst[2 * at..][..2 * EVEN_CHUNK - 1])
+            .try_into()
+            .expect("window");
+        let s: &[T; EVEN_CHUNK] = src[at..][..EVEN_CHUNK].try_into().expect("chunk");
+        let mut w = *d;
+        for (i, &v) in s.iter().enumerate() {
+            w[2 * i] = v;
+        }
+        *d = w;
+    }
+    if n < EVEN_CHUNK {
+        for (i, &v) in src.iter().enumerate() {
+            dst[2 * i] = v;
         }
     }
 }

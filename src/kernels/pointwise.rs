@@ -16,7 +16,7 @@
 //! are stored once.
 
 use crate::error::{Error, Result};
-use crate::simd::{Fma, Isa, LANES, Lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
 
 /// Output channels per register tile.
@@ -342,14 +342,6 @@ fn tile<T: Fma>(panel: &[T], xs: &[T]) -> [[T; NR]; MR] {
         o[LANES..].copy_from_slice(&hi);
     }
     out
-}
-
-/// `acc[j] += w · x[j]` lane by lane.
-#[inline(always)]
-fn fma_lanes<T: Fma>(acc: &mut Lanes<T>, w: T, x: &Lanes<T>) {
-    for j in 0..LANES {
-        acc[j] = w.fma(x[j], acc[j]);
-    }
 }
 
 crate::dispatch!(fn block_isa<T: Fma>(b: &Block<T>) => block);
