@@ -5,9 +5,11 @@
 //! Each task takes one (image, group). Its input planes are copied into the
 //! padded, stride-phase-split layout of [`Geometry`], where every kernel
 //! tap reads the plane at a fixed offset; outputs are then computed in
-//! tiles of up to eight output channels × up to [`BLOCK`] positions, the
+//! tiles of up to four output channels × [`BLOCK`] positions, the
 //! accumulators staying in vector registers while the loop runs over
-//! input channels and taps. One parallel region over (image × group).
+//! input channels and taps; weight gradients of groups with 4 or more
+//! channels in tiles of 4 × 4 channel pairs, each weight a vector of
+//! partial sums. One parallel region over (image × group).
 
 use super::conv::{Conv2dShape, weight_grad_tasks};
 use super::phase::Geometry;
@@ -16,10 +18,13 @@ use crate::signal::Scalar;
 use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
 
-/// The longest block of output positions (four AVX-512 vectors); planes
-/// are padded to whole blocks, so that every block can be read and written
+/// Output positions per register tile (four AVX-512 vectors); planes are
+/// padded to whole blocks, so that every block can be read and written
 /// whole.
-const BLOCK: usize = 4 * LANES;
+const BLOCK: usize = VECTORS * LANES;
+
+/// Vectors of positions per register tile.
+const VECTORS: usize = 4;
 
 /// Whether the direct kernels suit `s`: a kernel larger than 1×1 and at
 /// most 16 input channels per group (beyond that im2col + GEMM wins).
@@ -224,10 +229,10 @@ fn correlate<T: Fma>(
         // of 8 channels × 2 vectors lost their accumulators to the stack:
         // the compiler vectorised across the channels instead.)
         c += match outputs - c {
-            1 => tile.run::<1, 4>(c, dst),
-            2 => tile.run::<2, 4>(c, dst),
-            3 => tile.run::<3, 4>(c, dst),
-            _ => tile.run::<4, 4>(c, dst),
+            1 => tile.run::<1>(c, dst),
+            2 => tile.run::<2>(c, dst),
+            3 => tile.run::<3>(c, dst),
+            _ => tile.run::<4>(c, dst),
         };
     }
 }
@@ -243,25 +248,25 @@ struct Tile<'a, T> {
 
 impl<T: Fma> Tile<'_, T> {
     /// The sums of outputs `c0 .. c0 + CO` at positions `start ..
-    /// start + NV · LANES`, starting from `bias`.
+    /// start + BLOCK`, starting from `bias`.
     #[inline(always)]
-    fn sums<const CO: usize, const NV: usize>(
+    fn sums<const CO: usize>(
         &self,
         c0: usize,
         start: usize,
         bias: [T; CO],
-    ) -> [[Lanes<T>; NV]; CO] {
+    ) -> [[Lanes<T>; VECTORS]; CO] {
         let (src, taps) = (self.src, self.src.offsets.len());
-        let mut a: [[Lanes<T>; NV]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; NV]);
+        let mut a: [[Lanes<T>; VECTORS]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; VECTORS]);
         for k in 0..src.count {
             let plane = &src.data[k * src.pitch + start..];
             for (t, &offset) in src.offsets.iter().enumerate() {
-                let v = &plane[offset..][..NV * LANES];
-                let xs: [Lanes<T>; NV] =
+                let v = &plane[offset..][..BLOCK];
+                let xs: [Lanes<T>; VECTORS] =
                     std::array::from_fn(|j| v[j * LANES..][..LANES].try_into().expect("lanes"));
                 let wt = &self.w[(k * taps + t) * self.outputs + c0..][..CO];
                 for c in 0..CO {
-                    for j in 0..NV {
+                    for j in 0..VECTORS {
                         fma_lanes(&mut a[c][j], wt[c], &xs[j]);
                     }
                 }
@@ -270,18 +275,18 @@ impl<T: Fma> Tile<'_, T> {
         a
     }
 
-    /// Outputs `c0 .. c0 + CO` of [`correlate`], in blocks of `NV` vectors
-    /// of positions, the `CO × NV` accumulators held in registers across
+    /// Outputs `c0 .. c0 + CO` of [`correlate`], a [`BLOCK`] of positions
+    /// at a time, the `CO × VECTORS` accumulators held in registers across
     /// input planes and taps. Returns `CO`.
     #[inline(always)]
-    fn run<const CO: usize, const NV: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
+    fn run<const CO: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
         let [pitch, len] = self.pitch_len;
         let bias: [T; CO] =
             std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
-        for start in (0..len).step_by(NV * LANES) {
-            let a = self.sums::<CO, NV>(c0, start, bias);
+        for start in (0..len).step_by(BLOCK) {
+            let a = self.sums::<CO>(c0, start, bias);
             for (c, row) in a.iter().enumerate() {
-                let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
+                let out = &mut dst[(c0 + c) * pitch + start..][..BLOCK];
                 for (o, acc) in out.chunks_exact_mut(LANES).zip(row) {
                     o.copy_from_slice(acc);
                 }
@@ -296,9 +301,11 @@ impl<T: Fma> Tile<'_, T> {
 /// the padded input planes' gradients as a correlation of the output
 /// gradients with the transposed kernel read at reversed tap offsets (the
 /// adjoint of the forward pass, gathered rather than scattered so that
-/// every value is written once), then cuts them back. `dw`: dot products of spread
-/// output gradients with shifted padded inputs, summed over the batch by
-/// [`weight_grad_tasks`] (deterministic for a fixed thread count).
+/// every value is written once), then cuts them back. `dw`: products of
+/// spread output gradients with shifted padded inputs, each weight's in
+/// [`LANES`] partial sums over the positions and the task's images,
+/// reduced at the end; tasks split the batch by [`weight_grad_tasks`]
+/// (deterministic for a fixed thread count).
 pub fn backward(
     s: &Conv2dShape,
     x: &[f32],
@@ -430,9 +437,12 @@ fn input_grad_group<T: Fma>(
 
 /// Adds one image's contribution to a group's weight gradient,
 /// `dw[c][ci][t] += Σ_i dy[c][i] · padded[ci][taps[t] + i]`, to `sums`
-/// (each weight's [`LANES`] partial sums, reduced by the caller), in register
-/// tiles of 4 outputs × 4 inputs (one tap at a time) where the group is that
-/// wide, else of one output × one input × up to 9 taps (depthwise).
+/// (each weight's [`LANES`] partial sums, reduced by the caller). Groups
+/// of at least [`GRAD_TILE`] inputs and outputs go in register tiles of
+/// [`GRAD_TILE`] × [`GRAD_TILE`] channel pairs; narrower ones (depthwise)
+/// as one dot product per weight, added to lane 0 — the same sums in the
+/// same order as before the tiles existed, so that depthwise training
+/// results did not change.
 #[inline(always)]
 fn weight_grad_group<T: Fma>(
     p: &Plan,
@@ -444,26 +454,37 @@ fn weight_grad_group<T: Fma>(
     let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
     pad_planes(p, x, padded);
     spread_planes(p, dy, acc, p.acc_pitch, 0);
-    let tile = GradTile {
-        x: padded,
-        x_pitch: p.padded_pitch,
-        dy: acc,
-        dy_pitch: p.acc_pitch,
-        offsets: &p.geo.taps,
-        // The spread gradients are zero from `acc_len` to `acc_pitch`, a
-        // whole number of vectors.
-        vectors: p.geo.acc_len().div_ceil(LANES),
-        dims: [p.cog, p.cig, p.taps],
-    };
-    match p.taps {
-        _ if p.cig >= 4 && p.cog >= 4 => tile.run::<4, 4, 1, 16>(sums),
-        9.. => tile.run::<1, 1, 9, 9>(sums),
-        3.. => tile.run::<1, 1, 3, 3>(sums),
-        _ => tile.run::<1, 1, 1, 1>(sums),
+    if p.cig >= GRAD_TILE && p.cog >= GRAD_TILE {
+        let tile = GradTile {
+            x: padded,
+            x_pitch: p.padded_pitch,
+            dy: acc,
+            dy_pitch: p.acc_pitch,
+            offsets: &p.geo.taps,
+            // The spread gradients are zero from `acc_len` to `acc_pitch`,
+            // a whole number of vectors.
+            vectors: p.geo.acc_len().div_ceil(LANES),
+            dims: [p.cog, p.cig],
+        };
+        tile.run(sums);
+        return;
+    }
+    let len = p.geo.acc_len();
+    for (c, sums_c) in sums.chunks_exact_mut(p.cig * p.taps).enumerate() {
+        let g = &acc[c * p.acc_pitch..][..len];
+        for (ci, sums_ci) in sums_c.chunks_exact_mut(p.taps).enumerate() {
+            let plane = &padded[ci * p.padded_pitch..];
+            for (d, &offset) in sums_ci.iter_mut().zip(&p.geo.taps) {
+                d[0] = d[0] + crate::simd::dot(g, &plane[offset..offset + len]);
+            }
+        }
     }
 }
 
-/// The operands of [`weight_grad_group`].
+/// Input and output channels per weight-gradient register tile.
+const GRAD_TILE: usize = 4;
+
+/// The operands of a tiled [`weight_grad_group`].
 struct GradTile<'a, T> {
     /// Padded input planes, `x_pitch` apart.
     x: &'a [T],
@@ -474,60 +495,53 @@ struct GradTile<'a, T> {
     offsets: &'a [usize],
     /// Vectors of positions to sum over.
     vectors: usize,
-    /// Outputs, inputs and taps of the group.
-    dims: [usize; 3],
+    /// Outputs and inputs of the group, each at least [`GRAD_TILE`].
+    dims: [usize; 2],
 }
 
 impl<T: Fma> GradTile<'_, T> {
-    /// Adds to `CW × IW × TW` (`= N`) weights' partial sums at a time, held
-    /// in registers over all positions (flat, `[c][ci][t]`). The last tile
-    /// along each dimension is moved back to fit (it needs `dims ≥ [CW, IW,
-    /// TW]`) and stores only the entries the previous tile did not.
+    /// Adds, tap by tap, to the partial sums of [`GRAD_TILE`] ×
+    /// [`GRAD_TILE`] (output, input) pairs at a time, held in registers
+    /// over all positions. The last tile along each dimension is moved back
+    /// to fit and stores only the pairs the tile before it did not.
     #[inline(always)]
-    fn run<const CW: usize, const IW: usize, const TW: usize, const N: usize>(
-        &self,
-        sums: &mut [Lanes<T>],
-    ) {
-        let [cog, cig, taps] = self.dims;
+    fn run(&self, sums: &mut [Lanes<T>]) {
+        const W: usize = GRAD_TILE;
+        let [cog, cig] = self.dims;
+        let taps = self.offsets.len();
         let index = |c, ci, t| (c * cig + ci) * taps + t;
-        for (c0, c_skip) in tile_starts(cog, CW) {
-            for (i0, i_skip) in tile_starts(cig, IW) {
-                for (t0, t_skip) in tile_starts(taps, TW) {
-                    let mut a = [[T::zero(); LANES]; N];
-                    for c in 0..CW {
-                        for ci in 0..IW {
-                            for t in 0..TW {
-                                a[(c * IW + ci) * TW + t] = sums[index(c0 + c, i0 + ci, t0 + t)];
-                            }
+        for (c0, c_skip) in tile_starts(cog, W) {
+            for (i0, i_skip) in tile_starts(cig, W) {
+                for (t, &offset) in self.offsets.iter().enumerate() {
+                    // `a[ci][c]`: the pair (output c0 + c, input i0 + ci).
+                    let mut a = [[[T::zero(); LANES]; W]; W];
+                    for (ci, row) in a.iter_mut().enumerate() {
+                        for (c, a) in row.iter_mut().enumerate() {
+                            *a = sums[index(c0 + c, i0 + ci, t)];
                         }
                     }
                     for v in 0..self.vectors {
                         let at = v * LANES;
-                        let mut d = [[T::zero(); LANES]; CW];
+                        let mut d = [[T::zero(); LANES]; W];
                         for (c, d) in d.iter_mut().enumerate() {
                             d.copy_from_slice(&self.dy[(c0 + c) * self.dy_pitch + at..][..LANES]);
                         }
-                        for ci in 0..IW {
-                            let plane = &self.x[(i0 + ci) * self.x_pitch + at..];
-                            for t in 0..TW {
-                                let xv: &Lanes<T> = plane[self.offsets[t0 + t]..][..LANES]
-                                    .try_into()
-                                    .expect("lanes");
-                                for c in 0..CW {
-                                    mul_add_lanes(&mut a[(c * IW + ci) * TW + t], &d[c], xv);
-                                }
+                        for (ci, row) in a.iter_mut().enumerate() {
+                            let xv: &Lanes<T> = self.x[(i0 + ci) * self.x_pitch + offset + at..]
+                                [..LANES]
+                                .try_into()
+                                .expect("lanes");
+                            for (a, d) in row.iter_mut().zip(&d) {
+                                mul_add_lanes(a, d, xv);
                             }
                         }
                     }
-                    // Constant indices into `a` (whole ranges, a test
-                    // inside), so that it stays in registers.
-                    for c in 0..CW {
-                        for ci in 0..IW {
-                            for t in 0..TW {
-                                if c >= c_skip && ci >= i_skip && t >= t_skip {
-                                    sums[index(c0 + c, i0 + ci, t0 + t)] =
-                                        a[(c * IW + ci) * TW + t];
-                                }
+                    // Whole ranges (constant indices into `a`, a test
+                    // inside), so that `a` stays in registers.
+                    for (ci, row) in a.iter().enumerate() {
+                        for (c, a) in row.iter().enumerate() {
+                            if c >= c_skip && ci >= i_skip {
+                                sums[index(c0 + c, i0 + ci, t)] = *a;
                             }
                         }
                     }
