@@ -266,3 +266,17 @@ pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     let d: &mut [T; CHUNK] = (&mut dst[n - CHUNK..]).try_into().expect("tail");
     *d = *<&[T; CHUNK]>::try_from(&src[n - CHUNK..]).expect("tail");
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_moves_every_length_exactly() {
+        // Scalar (< 8), two half chunks (8–15), whole chunks plus a tail.
+        for n in 0..70 {
+            let src: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
+            let mut dst = vec![-1.0f32; n];
+            super::copy(&mut dst, &src);
+            assert_eq!(dst, src, "n = {n}");
+        }
+    }
+}

@@ -208,3 +208,28 @@ fn put_even<T: Scalar>(dst: &mut [T], src: &[T]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{put_even, take_even};
+
+    #[test]
+    fn stride_two_moves_match_the_definition() {
+        // Short rows (scalar), one chunk, and chunks that overlap at the end.
+        for n in 1..50 {
+            let src: Vec<f32> = (0..2 * n - 1).map(|i| i as f32).collect();
+            let mut even = vec![-1.0; n];
+            take_even(&mut even, &src);
+            assert!(
+                even.iter().enumerate().all(|(i, &v)| v == (2 * i) as f32),
+                "take n={n}"
+            );
+            let mut back: Vec<f32> = (0..2 * n - 1).map(|i| -(i as f32)).collect();
+            put_even(&mut back, &even);
+            for (i, &v) in back.iter().enumerate() {
+                let want = if i % 2 == 0 { i as f32 } else { -(i as f32) };
+                assert_eq!(v, want, "put n={n} at {i}");
+            }
+        }
+    }
+}
