@@ -5,7 +5,7 @@
 //! Each task takes one (image, group). Its input planes are copied into the
 //! padded, stride-phase-split layout of [`Geometry`], where every kernel
 //! tap reads the plane at a fixed offset; outputs are then computed in
-//! tiles of up to four output channels × [`BLOCK`] positions, the
+//! tiles of up to four output channels × up to [`BLOCK`] positions, the
 //! accumulators staying in vector registers while the loop runs over
 //! input channels and taps; weight gradients of groups with 4 or more
 //! channels in tiles of 4 × 4 channel pairs, each weight a vector of
@@ -18,12 +18,13 @@ use crate::signal::Scalar;
 use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
 
-/// Output positions per register tile (four AVX-512 vectors); planes are
-/// padded to whole blocks, so that every block can be read and written
-/// whole.
+/// The most output positions per register tile (four AVX-512 vectors);
+/// planes are padded to whole blocks, so that every tile can be read and
+/// written whole.
 const BLOCK: usize = VECTORS * LANES;
 
-/// Vectors of positions per register tile.
+/// The most vectors of positions per register tile (a divisor of it for
+/// narrower tiles).
 const VECTORS: usize = 4;
 
 /// Whether the direct kernels suit `s`: a kernel larger than 1×1 and at
@@ -140,9 +141,12 @@ fn forward_isa(
         .chunks_exact(group_len)
         .zip(wt.chunks_exact_mut(group_len))
     {
-        for (i, &v) in src.iter().enumerate() {
-            let (co, ci, t) = (i / (p.cig * p.taps), i / p.taps % p.cig, i % p.taps);
-            dst[(ci * p.taps + t) * p.cog + co] = v;
+        for (co, kernels) in src.chunks_exact(p.cig * p.taps).enumerate() {
+            for (ci, kernel) in kernels.chunks_exact(p.taps).enumerate() {
+                for (t, &v) in kernel.iter().enumerate() {
+                    dst[(ci * p.taps + t) * p.cog + co] = v;
+                }
+            }
         }
     }
     y.par_chunks_mut(p.cog * p.plane_out)
@@ -227,12 +231,14 @@ fn correlate<T: Fma>(
     while c < outputs {
         // Tiles of 4 channels × 4 vectors: 16 accumulators. (Wider tiles
         // of 8 channels × 2 vectors lost their accumulators to the stack:
-        // the compiler vectorised across the channels instead.)
+        // the compiler vectorised across the channels instead.) Narrower
+        // tiles take 2 vectors: depthwise planes of 14×14 ran 25 % slower
+        // in blocks of 4 (more positions past the last output).
         c += match outputs - c {
-            1 => tile.run::<1>(c, dst),
-            2 => tile.run::<2>(c, dst),
-            3 => tile.run::<3>(c, dst),
-            _ => tile.run::<4>(c, dst),
+            1 => tile.run::<1, 2>(c, dst),
+            2 => tile.run::<2, 2>(c, dst),
+            3 => tile.run::<3, 2>(c, dst),
+            _ => tile.run::<4, VECTORS>(c, dst),
         };
     }
 }
@@ -248,25 +254,25 @@ struct Tile<'a, T> {
 
 impl<T: Fma> Tile<'_, T> {
     /// The sums of outputs `c0 .. c0 + CO` at positions `start ..
-    /// start + BLOCK`, starting from `bias`.
+    /// start + NV · LANES`, starting from `bias`.
     #[inline(always)]
-    fn sums<const CO: usize>(
+    fn sums<const CO: usize, const NV: usize>(
         &self,
         c0: usize,
         start: usize,
         bias: [T; CO],
-    ) -> [[Lanes<T>; VECTORS]; CO] {
+    ) -> [[Lanes<T>; NV]; CO] {
         let (src, taps) = (self.src, self.src.offsets.len());
-        let mut a: [[Lanes<T>; VECTORS]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; VECTORS]);
+        let mut a: [[Lanes<T>; NV]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; NV]);
         for k in 0..src.count {
             let plane = &src.data[k * src.pitch + start..];
             for (t, &offset) in src.offsets.iter().enumerate() {
-                let v = &plane[offset..][..BLOCK];
-                let xs: [Lanes<T>; VECTORS] =
+                let v = &plane[offset..][..NV * LANES];
+                let xs: [Lanes<T>; NV] =
                     std::array::from_fn(|j| v[j * LANES..][..LANES].try_into().expect("lanes"));
                 let wt = &self.w[(k * taps + t) * self.outputs + c0..][..CO];
                 for c in 0..CO {
-                    for j in 0..VECTORS {
+                    for j in 0..NV {
                         fma_lanes(&mut a[c][j], wt[c], &xs[j]);
                     }
                 }
@@ -275,18 +281,18 @@ impl<T: Fma> Tile<'_, T> {
         a
     }
 
-    /// Outputs `c0 .. c0 + CO` of [`correlate`], a [`BLOCK`] of positions
-    /// at a time, the `CO × VECTORS` accumulators held in registers across
+    /// Outputs `c0 .. c0 + CO` of [`correlate`], `NV` vectors of positions
+    /// at a time, the `CO × NV` accumulators held in registers across
     /// input planes and taps. Returns `CO`.
     #[inline(always)]
-    fn run<const CO: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
+    fn run<const CO: usize, const NV: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
         let [pitch, len] = self.pitch_len;
         let bias: [T; CO] =
             std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
-        for start in (0..len).step_by(BLOCK) {
-            let a = self.sums::<CO>(c0, start, bias);
+        for start in (0..len).step_by(NV * LANES) {
+            let a = self.sums::<CO, NV>(c0, start, bias);
             for (c, row) in a.iter().enumerate() {
-                let out = &mut dst[(c0 + c) * pitch + start..][..BLOCK];
+                let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
                 for (o, acc) in out.chunks_exact_mut(LANES).zip(row) {
                     o.copy_from_slice(acc);
                 }
