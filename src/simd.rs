@@ -139,6 +139,15 @@ pub(crate) fn fma_lanes<T: Fma>(acc: &mut Lanes<T>, w: T, x: &Lanes<T>) {
     }
 }
 
+/// `acc[j] += a[j] · b[j]` lane by lane: [`fma_lanes`] with a vector
+/// instead of a broadcast weight (the weight-gradient tiles).
+#[inline(always)]
+pub(crate) fn mul_add_lanes<T: Fma>(acc: &mut Lanes<T>, a: &Lanes<T>, b: &Lanes<T>) {
+    for j in 0..LANES {
+        acc[j] = a[j].fma(b[j], acc[j]);
+    }
+}
+
 /// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
 /// `t.len()` values; lanes past the last plane are left as they are).
 #[inline(always)]

@@ -15,7 +15,7 @@ use super::conv::{Conv2dShape, weight_grad_tasks};
 use super::phase::Geometry;
 use crate::error::Result;
 use crate::signal::Scalar;
-use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes, mul_add_lanes};
 use rayon::prelude::*;
 
 /// The most output positions per register tile (four AVX-512 vectors);
@@ -554,14 +554,6 @@ impl<T: Fma> GradTile<'_, T> {
                 }
             }
         }
-    }
-}
-
-/// `acc[j] += a[j] · b[j]` lane by lane.
-#[inline(always)]
-fn mul_add_lanes<T: Fma>(acc: &mut Lanes<T>, a: &Lanes<T>, b: &Lanes<T>) {
-    for j in 0..LANES {
-        acc[j] = a[j].fma(b[j], acc[j]);
     }
 }
 
