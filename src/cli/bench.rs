@@ -79,6 +79,10 @@ pub struct ModelsArgs {
     /// unfolded where a ReLU follows) instead of the inference plan.
     #[arg(long)]
     unfused: bool,
+    /// After each model's line, print the plan's steps with the median
+    /// time of each (ms) over the timed runs, and the share of the total.
+    #[arg(long, conflicts_with_all = ["unfused", "json"])]
+    profile: bool,
 }
 
 /// Batch-1 inference times of ANCHORS.md, ms: (model, PyTorch, ONNX Runtime).
@@ -182,6 +186,30 @@ fn try_times_ms(repeat: usize, mut f: impl FnMut() -> gconv::Result<()>) -> Resu
         Some(e) => Err(e.into()),
         None => Ok(times),
     }
+}
+
+/// Profiles `plan` `repeat` times and prints each step's median time, its
+/// share of the summed medians and what it computes.
+fn print_profile(plan: &mut gconv::infer::Plan, x: &[f32], repeat: usize) -> Result<()> {
+    let runs = (0..repeat.max(1))
+        .map(|_| plan.profile(x))
+        .collect::<gconv::Result<Vec<_>>>()?;
+    let medians: Vec<f64> = (0..runs[0].len())
+        .map(|i| {
+            let mut t: Vec<f64> = runs.iter().map(|r| r[i].1).collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect();
+    let total: f64 = medians.iter().sum();
+    for (i, ((what, _), ms)) in runs[0].iter().zip(&medians).enumerate() {
+        println!(
+            "  {i:>3} {ms:>8.3} ms {:>5.1} %  {what}",
+            100.0 * ms / total
+        );
+    }
+    println!("      {total:>8.3} ms summed step medians");
+    Ok(())
 }
 
 fn signal(args: SignalArgs) -> Result<()> {
@@ -384,7 +412,11 @@ fn models(args: ModelsArgs) -> Result<()> {
         } else {
             let mut plan = gconv::infer::Plan::new(shape, |b, v| net.lower(b, v))?;
             let x = x.to_vec();
-            try_times_ms(args.repeat, || plan.run(&x).map(drop))?
+            let times = try_times_ms(args.repeat, || plan.run(&x).map(drop))?;
+            if args.profile {
+                print_profile(&mut plan, &x, args.repeat)?;
+            }
+            times
         };
         let ms = times[times.len() / 2];
         let reference = MODEL_REFERENCE
