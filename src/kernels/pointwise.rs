@@ -188,7 +188,7 @@ pub fn forward(
     let grid = Grid::new(s);
     let tasks = s.batch * s.groups * grid.row_blocks * grid.col_blocks;
     let dst = SharedMut(y.as_mut_ptr());
-    (0..tasks).into_par_iter().for_each(|t| {
+    (0..tasks).into_par_iter().for_each_init(Vec::new, |xs, t| {
         let (cb, t) = (t % grid.col_blocks, t / grid.col_blocks);
         let (rb, t) = (t % grid.row_blocks, t / grid.row_blocks);
         let (g, n) = (t % s.groups, t / s.groups);
@@ -209,7 +209,7 @@ pub fn forward(
         // `check` made the placement injective and in bounds, so the
         // (image, channel, column) blocks of different tasks are disjoint
         // and inside `y` (and the residual as long as `y`).
-        block_isa(Isa::best(), &block);
+        block_isa(Isa::best(), &block, xs);
     });
     Ok(())
 }
@@ -240,9 +240,10 @@ pub(crate) struct Block<'a, T> {
     dst_row_stride: usize,
 }
 
-/// Computes a [`Block`] tile by tile and stores it through the epilogue.
+/// Computes a [`Block`] tile by tile and stores it through the epilogue;
+/// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
-fn block<T: Fma>(b: &Block<T>) {
+fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
     // Each column tile's inputs are copied into one contiguous `[k × NR]`
     // panel (zero-padded past the last column): the rows of the input are
     // `p` apart, often a multiple of 4 KiB, and would evict each other
@@ -256,19 +257,27 @@ fn block<T: Fma>(b: &Block<T>) {
     } else {
         b.rows.len().max(1)
     };
-    let mut xs = vec![T::zero(); b.k * NR];
+    xs.resize(b.k * NR, T::zero());
     for band in b.rows.clone().step_by(band_rows) {
         let band = band..(band + band_rows).min(b.rows.end);
         let mut c0 = b.cols.start;
         while c0 < b.cols.end {
             let width = NR.min(b.cols.end - c0);
+            // Fixed-size moves for whole tiles (a `memcpy` call per row
+            // would cost as much as the row's multiply-adds).
             for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
-                row[..width].copy_from_slice(&src[c0..c0 + width]);
-                row[width..].fill(T::zero());
+                let row: &mut [T; NR] = row.try_into().expect("NR values");
+                match <&[T; NR]>::try_from(&src[c0..(c0 + NR).min(b.p)]) {
+                    Ok(src) => *row = *src,
+                    Err(_) => {
+                        crate::simd::copy(&mut row[..width], &src[c0..c0 + width]);
+                        row[width..].fill(T::zero());
+                    }
+                }
             }
             for r0 in band.clone().step_by(MR) {
                 let panel = &b.panels[r0 * b.k..][..b.k * MR];
-                let acc = tile(panel, &xs);
+                let acc = tile(panel, xs);
                 for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
                     let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
                     // Whole-tile passes (branches outside the loops), so that
@@ -344,7 +353,7 @@ fn tile<T: Fma>(panel: &[T], xs: &[T]) -> [[T; NR]; MR] {
     out
 }
 
-crate::dispatch!(fn block_isa<T: Fma>(b: &Block<T>) => block);
+crate::dispatch!(fn block_isa<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) => block);
 
 /// The reference: the same result, one multiply-add at a time.
 pub fn forward_ref(
