@@ -102,20 +102,20 @@ macro_rules! dispatch {
             {
                 #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl,fma,avx2")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn avx512<$t: $bound>($($arg: $ty),*) { $body($($arg),*) }
+                unsafe fn avx512<$t: $bound>($($arg: $ty),*) { $body::<$t>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn avx2<$t: $bound>($($arg: $ty),*) { $body($($arg),*) }
+                unsafe fn avx2<$t: $bound>($($arg: $ty),*) { $body::<$t>($($arg),*) }
                 match isa.supported() {
                     // SAFETY: `supported()` returns a level whose features the
                     // processor was detected to have.
-                    $crate::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
-                    $crate::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Isa::Avx512 => return unsafe { avx512::<$t>($($arg),*) },
+                    $crate::simd::Isa::Avx2 => return unsafe { avx2::<$t>($($arg),*) },
                     $crate::simd::Isa::Scalar => {}
                 }
             }
             let _ = isa;
-            $body($($arg),*)
+            $body::<$t>($($arg),*)
         }
     };
 }

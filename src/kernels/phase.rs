@@ -167,7 +167,7 @@ fn even_chunks(n: usize) -> impl Iterator<Item = usize> {
 /// results at a time from a fixed-size window of the source, so that the
 /// compiler turns it into vector permutes rather than a gather.
 #[inline(always)]
-fn take_even<T: Scalar>(dst: &mut [T], src: &[T]) {
+pub(crate) fn take_even<T: Scalar>(dst: &mut [T], src: &[T]) {
     let n = dst.len();
     for at in even_chunks(n) {
         let s: &[T; 2 * EVEN_CHUNK - 1] = src[2 * at..][..2 * EVEN_CHUNK - 1]

@@ -2,6 +2,7 @@
 //! `avg_pool2d` with `ceil_mode = False`, `count_include_pad = True`).
 //! One parallel task per (image, channel) plane.
 
+use super::phase::take_even;
 use crate::error::{Error, Result};
 use crate::simd::{Fma, Isa, LANES, Lanes, from_lanes, to_lanes};
 use rayon::prelude::*;
@@ -155,7 +156,7 @@ pub fn max_forward(
 /// Max pooling's values alone (inference), [`separable`]. NaN wins as in
 /// [`max_forward`].
 fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
-    separable(s, x, y, f32::NEG_INFINITY, nan_max, |m, _| m);
+    separable::<MaxOf>(s, x, y);
 }
 
 /// Average pooling for inference (`count_include_pad`, as
@@ -163,48 +164,144 @@ fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
 /// sums in a different order than [`avg_forward`]'s.
 pub fn avg_values(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
-    separable(s, x, y, 0.0, |a, b| a + b, |sum, size| sum / size as f32);
+    separable::<MeanOf>(s, x, y);
     Ok(())
 }
 
-/// A pooling computed separably: per output row, `combine` down its
-/// window's rows (whole input rows, vectorised), then across each
-/// window's columns from `init`; `finish(value, window size including
-/// padding)` gives the output. One parallel task per run of planes.
-fn separable(
-    s: &PoolShape,
-    x: &[f32],
-    y: &mut [f32],
-    init: f32,
-    combine: impl Fn(f32, f32) -> f32 + Sync,
-    finish: impl Fn(f32, usize) -> f32 + Sync,
-) {
-    let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
+/// What a separable pooling computes over a window: values folded with
+/// `combine` from `INIT`, then `finish(value, window size including
+/// padding)`.
+pub(crate) trait Reduce {
+    const INIT: f32;
+    fn combine(a: f32, b: f32) -> f32;
+    fn finish(v: f32, size: usize) -> f32;
+}
+
+/// The maximum (a NaN wins).
+pub(crate) struct MaxOf;
+
+impl Reduce for MaxOf {
+    const INIT: f32 = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn combine(a: f32, b: f32) -> f32 {
+        nan_max(a, b)
+    }
+    #[inline(always)]
+    fn finish(v: f32, _: usize) -> f32 {
+        v
+    }
+}
+
+/// The mean over the window's size including padding.
+pub(crate) struct MeanOf;
+
+impl Reduce for MeanOf {
+    const INIT: f32 = 0.0;
+    #[inline(always)]
+    fn combine(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn finish(v: f32, size: usize) -> f32 {
+        v / size as f32
+    }
+}
+
+/// A separable pooling's windows: per output row the input rows it
+/// covers and its height including padding, the same per output column,
+/// and the output columns whose windows lie wholly inside the input.
+pub(crate) struct Separable {
+    shape: PoolShape,
+    rows: Vec<(std::ops::Range<usize>, usize)>,
+    cols: Vec<(std::ops::Range<usize>, usize)>,
+    interior: std::ops::Range<usize>,
+}
+
+/// A pooling computed separably, one parallel task per run of planes:
+/// per output row, [`Reduce::combine`] down its window's rows (whole input
+/// rows), then across each window's columns (all interior windows at once,
+/// one pass per kernel column; the edge windows one by one).
+fn separable<R: Reduce>(s: &PoolShape, x: &[f32], y: &mut [f32]) {
+    let (ip, op) = (s.in_plane(), s.out_plane());
     let [oh, ow] = s.output();
-    let rows: Vec<_> = (0..oh).map(|o| s.window(0, o)).collect();
     let cols: Vec<_> = (0..ow).map(|o| s.window(1, o)).collect();
+    let inside = |o: usize| cols[o].0.len() == s.kernel[1];
+    let start = (0..ow).find(|&o| inside(o)).unwrap_or(ow);
+    let mut end = (start..ow).find(|&o| !inside(o)).unwrap_or(ow);
+    // The interior goes a tap at a time over vectors of outputs: only for
+    // strides 1 and 2 (contiguous values, or `take_even`'s permutes) and
+    // rows of at least a vector; otherwise every window is an edge.
+    if s.stride[1] > 2 || end - start < LANES {
+        end = start;
+    }
+    let geometry = Separable {
+        shape: *s,
+        rows: (0..oh).map(|o| s.window(0, o)).collect(),
+        cols,
+        interior: start..end,
+    };
     y.par_chunks_mut(op)
         .enumerate()
         .with_min_len(s.planes_per_task())
         .for_each_init(
-            || vec![0f32; width],
-            |down, (p, out)| {
+            || (vec![0f32; s.input[1]], vec![0f32; ow]),
+            |(down, picked), (p, out)| {
                 let plane = &x[p * ip..][..ip];
-                for (out_row, (r, height)) in out.chunks_exact_mut(ow).zip(&rows) {
-                    down.copy_from_slice(&plane[r.start * width..][..width]);
-                    for row in plane[..r.end * width].chunks_exact(width).skip(r.start + 1) {
-                        for (d, &v) in down.iter_mut().zip(row) {
-                            *d = combine(*d, v);
-                        }
-                    }
-                    for (o, (c, w)) in out_row.iter_mut().zip(&cols) {
-                        let v = down[c.clone()].iter().fold(init, |m, &v| combine(m, v));
-                        *o = finish(v, height * w);
-                    }
-                }
+                separable_plane_isa::<R>(Isa::best(), &geometry, plane, out, down, picked)
             },
         );
 }
+
+/// One plane of [`separable`]: `plane` `[H, W]` into `out` `[OH, OW]`;
+/// `down` (`[W]`) and `picked` (`[OW]`) are scratch.
+#[inline(always)]
+fn separable_plane<R: Reduce>(
+    g: &Separable,
+    plane: &[f32],
+    out: &mut [f32],
+    down: &mut [f32],
+    picked: &mut [f32],
+) {
+    let (s, width, ow) = (&g.shape, g.shape.input[1], g.cols.len());
+    let (stride, interior) = (s.stride[1], g.interior.clone());
+    for (out_row, (r, height)) in out.chunks_exact_mut(ow).zip(&g.rows) {
+        down.copy_from_slice(&plane[r.start * width..][..width]);
+        for row in plane[..r.end * width].chunks_exact(width).skip(r.start + 1) {
+            for (d, &v) in down.iter_mut().zip(row) {
+                *d = R::combine(*d, v);
+            }
+        }
+        let inner = &mut out_row[interior.clone()];
+        inner.fill(R::INIT);
+        let taps = if inner.is_empty() { 0 } else { s.kernel[1] };
+        for t in 0..taps {
+            let first = interior.start * stride + t - s.padding[1];
+            let row = &down[first..][..(inner.len() - 1) * stride + 1];
+            let row = if stride == 1 {
+                row
+            } else {
+                let even = &mut picked[..inner.len()];
+                take_even(even, row);
+                even
+            };
+            for (o, &v) in inner.iter_mut().zip(row) {
+                *o = R::combine(*o, v);
+            }
+        }
+        let size = height * s.kernel[1];
+        inner.iter_mut().for_each(|o| *o = R::finish(*o, size));
+        for edge in [0..interior.start, interior.end..ow] {
+            for (o, (c, w)) in out_row[edge.clone()].iter_mut().zip(&g.cols[edge]) {
+                let v = down[c.clone()]
+                    .iter()
+                    .fold(R::INIT, |m, &v| R::combine(m, v));
+                *o = R::finish(v, height * w);
+            }
+        }
+    }
+}
+
+crate::dispatch!(fn separable_plane_isa<R: Reduce>(g: &Separable, plane: &[f32], out: &mut [f32], down: &mut [f32], picked: &mut [f32]) => separable_plane);
 
 /// The larger of `a` and `b`, or the NaN if either is one (`a` first);
 /// branch-free, so that loops of it vectorise.
