@@ -3,6 +3,8 @@
 
 use super::matmul::{Mat, inner_parallelism, matmul};
 use crate::error::{Error, Result};
+use crate::simd::{Fma, Isa, dot};
+use rayon::prelude::*;
 
 /// Sizes of one linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +43,23 @@ pub fn forward(
         y.fill(0.0);
         return Ok(());
     }
+    if s.batch <= GEMV_BATCH {
+        // Each output row is a few dot products with the weight rows: in
+        // parallel over blocks of outputs (the weights are read once, by
+        // both cores; a GEMM would run single-threaded this narrow).
+        let (i, o) = (s.in_features, s.out_features);
+        y.par_chunks_mut(o).zip(x.par_chunks(i)).for_each(|(y, x)| {
+            y.par_chunks_mut(GEMV_BLOCK)
+                .enumerate()
+                .for_each(|(block, out)| {
+                    let first = block * GEMV_BLOCK;
+                    let rows = &w[first * i..][..out.len() * i];
+                    let bias = bias.map(|b| &b[first..][..out.len()]);
+                    gemv_isa(Isa::best(), x, rows, bias, out);
+                })
+        });
+        return Ok(());
+    }
     if let Some(b) = bias {
         y.chunks_exact_mut(s.out_features)
             .for_each(|row| row.copy_from_slice(b));
@@ -57,6 +76,23 @@ pub fn forward(
     );
     Ok(())
 }
+
+/// Batches up to this size take [`gemv`] instead of the GEMM.
+const GEMV_BATCH: usize = 4;
+/// Outputs per parallel task of [`gemv`] (the last block of an image's
+/// row may be shorter).
+const GEMV_BLOCK: usize = 64;
+
+/// `out[o] = bias[o] + Σ_k x[k] · rows[o, k]` for the `out.len()` rows of
+/// `rows` (`[out.len(), x.len()]`).
+#[inline(always)]
+fn gemv<T: Fma>(x: &[T], rows: &[T], bias: Option<&[T]>, out: &mut [T]) {
+    for (o, (v, row)) in out.iter_mut().zip(rows.chunks_exact(x.len())).enumerate() {
+        *v = bias.map_or(T::zero(), |b| b[o]) + dot(x, row);
+    }
+}
+
+crate::dispatch!(fn gemv_isa<T: Fma>(x: &[T], rows: &[T], bias: Option<&[T]>, out: &mut [T]) => gemv);
 
 /// Gradients of `Σ dy · linear(x, w, b)`, each computed when its buffer is
 /// given: `dx = dy · w`, `dw = dyᵀ · x`, `db = Σ_n dy`.
@@ -143,5 +179,39 @@ mod tests {
             assert!((db[o] - want).abs() < 1e-5);
         }
         assert!(forward(&s, &x[1..], &w, None, &mut y).is_err());
+    }
+
+    #[test]
+    fn small_batches_and_the_gemm_agree_with_the_definition() {
+        // Batches 1-4 take the dot products (blocks of 64 outputs, the last
+        // one short), 5 the GEMM; 70 inputs: wide chunks and a tail.
+        let (i, o) = (70, 130);
+        let w: Vec<f32> = (0..o * i).map(|v| (v as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..o).map(|v| (v as f32 * 0.11).cos()).collect();
+        for batch in 1..=5 {
+            let s = LinearShape {
+                batch,
+                in_features: i,
+                out_features: o,
+            };
+            let x: Vec<f32> = (0..batch * i).map(|v| (v as f32 * 0.23).cos()).collect();
+            for bias in [None, Some(&b[..])] {
+                let mut y = vec![f32::NAN; batch * o];
+                forward(&s, &x, &w, bias, &mut y).unwrap();
+                for n in 0..batch {
+                    for k in 0..o {
+                        let dot: f64 = (0..i)
+                            .map(|j| x[n * i + j] as f64 * w[k * i + j] as f64)
+                            .sum();
+                        let want = dot + bias.map_or(0.0, |b| b[k] as f64);
+                        let got = y[n * o + k] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "batch {batch} ({n}, {k}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
