@@ -24,6 +24,7 @@ pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 
 pub mod ops;
 pub mod random;

@@ -515,7 +515,7 @@ impl Plan {
             )));
         }
         self.buffers[self.homes[0].0][..want].copy_from_slice(x);
-        awake_team(|| self.run_steps())?;
+        crate::parallel::awake_workers(|| self.run_steps())?;
         let (home, len) = self.homes[self.result];
         Ok(&self.buffers[home][..len])
     }
@@ -545,45 +545,6 @@ impl Plan {
         let times = self.times.take().unwrap_or_default();
         result.map(|()| times)
     }
-}
-
-/// Runs `work` on one worker of the pool while every other worker stays
-/// awake, running the pool's jobs as they appear (`rayon::yield_now`) and
-/// polling in between, until `work` returns.
-///
-/// A plan runs dozens of parallel regions of tens of microseconds each.
-/// Between two regions an idle rayon worker soon goes to sleep, and waking
-/// it takes about as long as a whole region: the regions would then run on
-/// one thread. Polling helpers cost CPU time only while the plan runs.
-fn awake_team<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    /// Sets the flag when dropped, so helpers stop even if `work` panics.
-    struct Done<'a>(&'a AtomicBool);
-    impl Drop for Done<'_> {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-        }
-    }
-    let done = AtomicBool::new(false);
-    let work = Mutex::new(Some(work));
-    let mut results = rayon::broadcast(|ctx| {
-        if ctx.index() == 0 {
-            let _done = Done(&done);
-            let work = work.lock().ok().and_then(|mut w| w.take());
-            work.map(|w| w())
-        } else {
-            while !done.load(Ordering::Acquire) {
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    // Gives the core away only if another thread wants it
-                    // (more workers than cores).
-                    std::thread::yield_now();
-                }
-            }
-            None
-        }
-    });
-    results.swap_remove(0).expect("worker 0 runs the work")
 }
 
 /// Gives every value a buffer: a value takes a free buffer when its first
