@@ -266,11 +266,12 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
             // Fixed-size moves for whole tiles (a `memcpy` call per row
             // would cost as much as the row's multiply-adds).
             for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
-                let row: &mut [T; NR] = row.try_into().expect("NR values");
-                match <&[T; NR]>::try_from(&src[c0..(c0 + NR).min(b.p)]) {
-                    Ok(src) => *row = *src,
+                let (row, src): (&mut [T; NR], _) =
+                    (row.try_into().expect("NR values"), &src[c0..c0 + width]);
+                match <&[T; NR]>::try_from(src) {
+                    Ok(whole) => *row = *whole,
                     Err(_) => {
-                        crate::simd::copy(&mut row[..width], &src[c0..c0 + width]);
+                        crate::simd::copy(&mut row[..width], src);
                         row[width..].fill(T::zero());
                     }
                 }

@@ -209,7 +209,9 @@ impl Reduce for MeanOf {
 
 /// A separable pooling's windows: per output row the input rows it
 /// covers and its height including padding, the same per output column,
-/// and the output columns whose windows lie wholly inside the input.
+/// and the `interior` output columns, computed a kernel column at a time
+/// (windows wholly inside the input; empty unless that vectorises, see
+/// [`separable`]).
 pub(crate) struct Separable {
     shape: PoolShape,
     rows: Vec<(std::ops::Range<usize>, usize)>,
