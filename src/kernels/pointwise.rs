@@ -244,15 +244,37 @@ pub(crate) struct Block<'a, T> {
 /// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
 fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
-    // Each column tile's inputs are copied into one contiguous `[k × NR]`
-    // panel (zero-padded past the last column): the rows of the input are
-    // `p` apart, often a multiple of 4 KiB, and would evict each other
-    // from the L1 cache while the row tiles sweep over them.
-    // On long rows (many column tiles) the rows go in bands of 4 tiles,
-    // each swept by all column tiles, so that few output rows are written
-    // at once and the stores stream; short rows take all rows at once and
-    // pack each input tile only once.
-    let band_rows = if b.cols.len() >= 8 * NR {
+    // The inputs of each column tile are copied into one contiguous
+    // `[k × NR]` panel (zero-padded past the last column): the rows of the
+    // input are `p` apart, often a multiple of 4 KiB, and would evict each
+    // other from the L1 cache while the row tiles sweep over them.
+    // A block of fewer columns than rows (7 × 7 and 8 × 8 planes, some of
+    // 14 × 14) packs all its column tiles at once and runs each row tile of weights
+    // over all of them, so that each weight is read from memory once: the
+    // weights are then the larger operand (ResNeXt-50's last 1×1 layers:
+    // 8 MiB of weights, 49 positions).
+    // Other blocks pack one column tile at a time. On long rows (many
+    // column tiles) the rows go in bands of 4 tiles, each swept by all
+    // column tiles, so that few output rows are written at once and the
+    // stores stream; short rows take all rows at once and pack each input
+    // tile only once.
+    let tiles = b.cols.len().div_ceil(NR);
+    let weights = |r0: usize| &b.panels[r0 * b.k..][..b.k * MR];
+    if b.rows.len() > b.cols.len() && tiles * b.k * NR <= PACKED_INPUTS {
+        xs.resize(tiles * b.k * NR, T::zero());
+        let tile_cols = |c: usize| c..(c + NR).min(b.cols.end);
+        let panels = || b.cols.clone().step_by(NR).map(tile_cols);
+        for (cols, panel) in panels().zip(xs.chunks_exact_mut(b.k * NR)) {
+            pack(b, cols, panel);
+        }
+        for r0 in b.rows.clone().step_by(MR) {
+            for (cols, panel) in panels().zip(xs.chunks_exact(b.k * NR)) {
+                store_tile(b, r0, cols, tile(weights(r0), panel));
+            }
+        }
+        return;
+    }
+    let band_rows = if tiles >= 8 {
         4 * MR
     } else {
         b.rows.len().max(1)
@@ -262,46 +284,63 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
         let band = band..(band + band_rows).min(b.rows.end);
         let mut c0 = b.cols.start;
         while c0 < b.cols.end {
-            let width = NR.min(b.cols.end - c0);
-            // Fixed-size moves for whole tiles (a `memcpy` call per row
-            // would cost as much as the row's multiply-adds).
-            for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
-                let (row, src): (&mut [T; NR], _) =
-                    (row.try_into().expect("NR values"), &src[c0..c0 + width]);
-                match <&[T; NR]>::try_from(src) {
-                    Ok(whole) => *row = *whole,
-                    Err(_) => {
-                        crate::simd::copy(&mut row[..width], src);
-                        row[width..].fill(T::zero());
-                    }
-                }
-            }
+            let cols = c0..(c0 + NR).min(b.cols.end);
+            pack(b, cols.clone(), xs);
             for r0 in band.clone().step_by(MR) {
-                let panel = &b.panels[r0 * b.k..][..b.k * MR];
-                let acc = tile(panel, xs);
-                for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
-                    let at = b.dst_base + (r0 + r) * b.dst_row_stride + c0;
-                    // Whole-tile passes (branches outside the loops), so that
-                    // each vectorises; then one store of the valid columns.
-                    let bias = b.bias[r0 + r];
-                    v.iter_mut().for_each(|v| *v = *v + bias);
-                    if let Some(res) = b.residual {
-                        add_row(&mut v, &res[at..][..width]);
-                    }
-                    if b.relu {
-                        // A select, not a conditional store: it vectorises.
-                        v.iter_mut().for_each(|v| {
-                            *v = if *v < T::zero() { T::zero() } else { *v };
-                        });
-                    }
-                    // SAFETY: `forward` builds blocks whose destination
-                    // elements are in bounds and written by no other task.
-                    let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
-                    store_row(&v, out);
-                }
+                store_tile(b, r0, cols.clone(), tile(weights(r0), xs));
             }
-            c0 += width;
+            c0 = cols.end;
         }
+    }
+}
+
+/// Most input values [`block`] packs at once (1 MiB, in the L2 cache).
+const PACKED_INPUTS: usize = 256 * 1024;
+
+/// Copies the inputs of columns `cols` (at most [`NR`]) into the `[k × NR]`
+/// panel `xs`, zero past the last column.
+#[inline(always)]
+fn pack<T: Fma>(b: &Block<T>, cols: std::ops::Range<usize>, xs: &mut [T]) {
+    let width = cols.len();
+    // Fixed-size moves for whole tiles (a `memcpy` call per row would
+    // cost as much as the row's multiply-adds).
+    for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
+        let (row, src): (&mut [T; NR], _) =
+            (row.try_into().expect("NR values"), &src[cols.clone()]);
+        match <&[T; NR]>::try_from(src) {
+            Ok(whole) => *row = *whole,
+            Err(_) => {
+                crate::simd::copy(&mut row[..width], src);
+                row[width..].fill(T::zero());
+            }
+        }
+    }
+}
+
+/// Stores the tile of rows `r0..r0 + MR` (those of the block) × columns
+/// `cols` through the epilogue.
+#[inline(always)]
+fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc: [[T; NR]; MR]) {
+    let width = cols.len();
+    for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
+        let at = b.dst_base + (r0 + r) * b.dst_row_stride + cols.start;
+        // Whole-tile passes (branches outside the loops), so that each
+        // vectorises; then one store of the valid columns.
+        let bias = b.bias[r0 + r];
+        v.iter_mut().for_each(|v| *v = *v + bias);
+        if let Some(res) = b.residual {
+            add_row(&mut v, &res[at..][..width]);
+        }
+        if b.relu {
+            // A select, not a conditional store: it vectorises.
+            v.iter_mut().for_each(|v| {
+                *v = if *v < T::zero() { T::zero() } else { *v };
+            });
+        }
+        // SAFETY: `forward` builds blocks whose destination elements are
+        // in bounds and written by no other task.
+        let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
+        store_row(&v, out);
     }
 }
 
@@ -435,8 +474,18 @@ impl Grid {
         let base = (s.batch * s.groups).max(1);
         let want = if threads > 1 { 2 * threads } else { 1 };
         let (row_tiles, col_tiles) = (s.rows().div_ceil(MR), s.plane.div_ceil(NR));
-        let col_blocks = want.div_ceil(base).min(col_tiles / 2).max(1);
-        let row_blocks = want.div_ceil(base * col_blocks).min(row_tiles).max(1);
+        // Split the larger operand, so that each task reads its own part of
+        // it: the inputs (columns) on large planes, the weights (rows) on
+        // small ones.
+        let (row_blocks, col_blocks) = if s.rows() > s.plane {
+            let row_blocks = want.div_ceil(base).min(row_tiles).max(1);
+            let col_blocks = want.div_ceil(base * row_blocks).min(col_tiles / 2).max(1);
+            (row_blocks, col_blocks)
+        } else {
+            let col_blocks = want.div_ceil(base).min(col_tiles / 2).max(1);
+            let row_blocks = want.div_ceil(base * col_blocks).min(row_tiles).max(1);
+            (row_blocks, col_blocks)
+        };
         let rows = row_tiles.div_ceil(row_blocks) * MR;
         let cols = col_tiles.div_ceil(col_blocks) * NR;
         Grid {
@@ -483,6 +532,11 @@ mod tests {
             (3, 16, 8, 5, 8),
             (1, 96, 96, 196, 8),
             (2, 15, 27, 70, 3),
+            // More rows than positions: blocks of rows, every column tile
+            // packed at once (a short last tile and a short last row tile).
+            (1, 40, 100, 49, 1),
+            // The same with too many inputs to pack at once.
+            (1, 4100, 70, 65, 1),
         ];
         for (batch, cin, cout, plane, groups) in shapes {
             let s = PointwiseShape {
