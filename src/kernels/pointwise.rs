@@ -540,6 +540,10 @@ mod tests {
             (1, 40, 100, 49, 1),
             // The same with too many inputs to pack at once.
             (1, 4100, 70, 65, 1),
+            // Long rows of few input channels, in bands of output rows
+            // (with a short last band); and of more, in one band.
+            (1, 24, 40, 3136, 1),
+            (1, 72, 40, 3136, 1),
         ];
         for (batch, cin, cout, plane, groups) in shapes {
             let s = PointwiseShape {
