@@ -253,18 +253,15 @@ pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     let n = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..n], &src[..n]);
     if n < CHUNK {
-        // Two overlapping half chunks where they fit (rows of 8–15 values,
-        // e.g. 8×8 planes), else one value at a time.
-        const HALF: usize = CHUNK / 2;
-        if n >= HALF {
-            for at in [0, n - HALF] {
-                let d: &mut [T; HALF] = (&mut dst[at..][..HALF]).try_into().expect("half");
-                *d = *<&[T; HALF]>::try_from(&src[at..][..HALF]).expect("half");
-            }
-        } else {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = *std::hint::black_box(s);
-            }
+        // Two overlapping moves of the largest power of two that fits
+        // (rows of 8–15 values, e.g. 8×8 planes, in two moves of 8; of
+        // 4–7 in two of 4; ...).
+        match n {
+            8.. => two_moves::<T, 8>(dst, src),
+            4.. => two_moves::<T, 4>(dst, src),
+            2.. => two_moves::<T, 2>(dst, src),
+            1 => dst[0] = src[0],
+            0 => {}
         }
         return;
     }
@@ -276,11 +273,22 @@ pub fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     *d = *<&[T; CHUNK]>::try_from(&src[n - CHUNK..]).expect("tail");
 }
 
+/// `dst = src` for `M ≤ n ≤ 2 · M` values: a move of the first `M` and one
+/// of the last `M`.
+#[inline(always)]
+fn two_moves<T: Copy, const M: usize>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    for at in [0, n - M] {
+        let d: &mut [T; M] = (&mut dst[at..][..M]).try_into().expect("M values");
+        *d = *<&[T; M]>::try_from(&src[at..][..M]).expect("M values");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn copy_moves_every_length_exactly() {
-        // Scalar (< 8), two half chunks (8–15), whole chunks plus a tail.
+        // Two overlapping moves (< 16), whole chunks plus a tail.
         for n in 0..70 {
             let src: Vec<f32> = (0..n).map(|i| i as f32 + 0.5).collect();
             let mut dst = vec![-1.0f32; n];

@@ -165,22 +165,33 @@ fn even_chunks(n: usize) -> impl Iterator<Item = usize> {
 
 /// `dst[i] = src[2 · i]` (`src.len() == 2 · dst.len() − 1`), a chunk of
 /// results at a time from a fixed-size window of the source, so that the
-/// compiler turns it into vector permutes rather than a gather.
+/// compiler turns it into vector permutes rather than a gather: chunks of
+/// 16, or for shorter rows two overlapping chunks of 8 or of 4.
 #[inline(always)]
 pub(crate) fn take_even<T: Scalar>(dst: &mut [T], src: &[T]) {
     let n = dst.len();
-    for at in even_chunks(n) {
-        let s: &[T; 2 * EVEN_CHUNK - 1] = src[2 * at..][..2 * EVEN_CHUNK - 1]
-            .try_into()
-            .expect("window");
-        let d: &mut [T; EVEN_CHUNK] = (&mut dst[at..][..EVEN_CHUNK]).try_into().expect("chunk");
-        for (i, d) in d.iter_mut().enumerate() {
-            *d = s[2 * i];
+    match n {
+        EVEN_CHUNK.. => take_even_chunks::<T, EVEN_CHUNK>(dst, src),
+        8.. => take_even_chunks::<T, 8>(dst, src),
+        4.. => take_even_chunks::<T, 4>(dst, src),
+        _ => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = src[2 * i];
+            }
         }
     }
-    if n < EVEN_CHUNK {
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = src[2 * i];
+}
+
+/// [`take_even`] in chunks of `C` results (`n ≥ C`), the last one moved
+/// back to end at `n`.
+#[inline(always)]
+fn take_even_chunks<T: Scalar, const C: usize>(dst: &mut [T], src: &[T]) {
+    let n = dst.len();
+    for at in (0..n.div_ceil(C)).map(|c| (c * C).min(n - C)) {
+        let s = &src[2 * at..][..2 * C - 1];
+        let d: &mut [T; C] = (&mut dst[at..][..C]).try_into().expect("chunk");
+        for (i, d) in d.iter_mut().enumerate() {
+            *d = s[2 * i];
         }
     }
 }
