@@ -349,12 +349,16 @@ pub(crate) fn im2col_row(s: &Conv2dShape, x: &[f32], row: usize, dst: &mut [f32]
         };
         dst[..lo].fill(0.0);
         dst[hi..].fill(0.0);
-        let src = &x[start + ix..];
-        if sw == 1 {
-            dst[lo..hi].copy_from_slice(&src[..hi - lo]);
-        } else {
-            for (d, v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(sw)) {
-                *d = *v;
+        let (src, dst) = (&x[start + ix..], &mut dst[lo..hi]);
+        match sw {
+            _ if dst.is_empty() => {}
+            1 => dst.copy_from_slice(&src[..dst.len()]),
+            // Vector permutes rather than a gather (stems of stride 2).
+            2 => super::phase::take_even(dst, &src[..2 * dst.len() - 1]),
+            _ => {
+                for (d, v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                    *d = *v;
+                }
             }
         }
     }
