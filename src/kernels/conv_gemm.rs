@@ -351,10 +351,9 @@ pub(crate) fn im2col_row(s: &Conv2dShape, x: &[f32], row: usize, dst: &mut [f32]
         dst[hi..].fill(0.0);
         let (src, dst) = (&x[start + ix..], &mut dst[lo..hi]);
         match sw {
-            _ if dst.is_empty() => {}
             1 => dst.copy_from_slice(&src[..dst.len()]),
             // Vector permutes rather than a gather (stems of stride 2).
-            2 => super::phase::take_even(dst, &src[..2 * dst.len() - 1]),
+            2 => super::phase::take_even(dst, src),
             _ => {
                 for (d, v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
                     *d = *v;

@@ -152,18 +152,16 @@ impl Geometry {
 /// Values per chunk of the stride-2 moves: a vector's worth of results.
 const EVEN_CHUNK: usize = 16;
 
-/// The chunks of `n` results: whole chunks, the last one moved back to end
-/// at `n` (overlapping the one before), or none when `n < EVEN_CHUNK`.
-fn even_chunks(n: usize) -> impl Iterator<Item = usize> {
-    let chunks = if n < EVEN_CHUNK {
-        0
-    } else {
-        n.div_ceil(EVEN_CHUNK)
-    };
-    (0..chunks).map(move |c| (c * EVEN_CHUNK).min(n - EVEN_CHUNK))
+/// The starts of chunks of `c` results covering `n`: whole chunks, the
+/// last one moved back to end at `n` (overlapping the one before), or none
+/// when `n < c`.
+fn chunk_starts(n: usize, c: usize) -> impl Iterator<Item = usize> {
+    let chunks = if n < c { 0 } else { n.div_ceil(c) };
+    (0..chunks).map(move |i| (i * c).min(n - c))
 }
 
-/// `dst[i] = src[2 · i]` (`src.len() == 2 · dst.len() − 1`), a chunk of
+/// `dst[i] = src[2 · i]` (`src` holds at least `2 · dst.len() − 1`
+/// values), a chunk of
 /// results at a time from a fixed-size window of the source, so that the
 /// compiler turns it into vector permutes rather than a gather: chunks of
 /// 16, or for shorter rows two overlapping chunks of 8 or of 4.
@@ -182,12 +180,10 @@ pub(crate) fn take_even<T: Scalar>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// [`take_even`] in chunks of `C` results (`n ≥ C`), the last one moved
-/// back to end at `n`.
+/// [`take_even`] in chunks of `C` results (`n ≥ C`), see [`chunk_starts`].
 #[inline(always)]
 fn take_even_chunks<T: Scalar, const C: usize>(dst: &mut [T], src: &[T]) {
-    let n = dst.len();
-    for at in (0..n.div_ceil(C)).map(|c| (c * C).min(n - C)) {
+    for at in chunk_starts(dst.len(), C) {
         let s = &src[2 * at..][..2 * C - 1];
         let d: &mut [T; C] = (&mut dst[at..][..C]).try_into().expect("chunk");
         for (i, d) in d.iter_mut().enumerate() {
@@ -202,7 +198,7 @@ fn take_even_chunks<T: Scalar, const C: usize>(dst: &mut [T], src: &[T]) {
 #[inline(always)]
 fn put_even<T: Scalar>(dst: &mut [T], src: &[T]) {
     let n = src.len();
-    for at in even_chunks(n) {
+    for at in chunk_starts(n, EVEN_CHUNK) {
         let d: &mut [T; 2 * EVEN_CHUNK - 1] = (&mut dst[2 * at..][..2 * EVEN_CHUNK - 1])
             .try_into()
             .expect("window");
