@@ -14,7 +14,7 @@ fn write_bars(dir: &Path, train: usize, test: usize) {
     let mut state = 12345u32;
     let mut noise = move || {
         state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        (state >> 24) as u8 / 4
+        (state >> 24) as u8 / 5
     };
     for (prefix, n) in [("train", train), ("t10k", test)] {
         let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
