@@ -41,9 +41,6 @@ use crate::kernels::pool::PoolShape;
 use crate::ops::Pool2dArgs;
 use step::Step;
 
-/// Floats of the column buffer of an unfolded convolution (16 MiB).
-const UNFOLD_FLOATS: usize = 1 << 22;
-
 /// A tensor of a plan being built: per image `[channels, H, W]` (the batch
 /// is the plan's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,28 +282,17 @@ impl Builder {
             && shape.group_out() >= pointwise::MR
             && self.batch * spec.groups < 2 * rayon::current_num_threads()
         {
-            let [taps, p] = [spec.kernel[0] * spec.kernel[1], size[0] * size[1]];
-            let unfolded = PointwiseShape {
-                batch: 1,
-                in_channels: spec.in_channels * taps,
-                out_channels: spec.out_channels,
-                plane: p,
-                groups: spec.groups,
-            };
-            // Im2col + the pointwise kernel when each group fills its
-            // register tiles and there are too few (image, group) tasks
-            // for the direct kernel's parallelism (the stem at batch 1);
-            // columns for as many images as fit in 16 MiB (at least one).
-            let per_image = unfolded.in_channels * p;
-            let images = (UNFOLD_FLOATS / per_image).clamp(1, self.batch);
+            // The pointwise kernel over the im2col matrix when each group
+            // fills its register tiles and there are too few (image,
+            // group) tasks for the direct kernel's parallelism (the stem
+            // at batch 1).
             Step::Unfolded {
                 shape,
-                weight: PackedWeights::new(&unfolded, &spec.weight)?,
+                weight: PackedWeights::new(&pointwise::unfolded_shape(&shape), &spec.weight)?,
                 bias: spec.bias,
                 relu: ep.relu,
                 residual,
-                images,
-                cols: vec![0.0; images * per_image],
+                cols: Vec::new(),
                 src,
                 dst: dst.id,
             }

@@ -23,16 +23,16 @@ pub(super) enum Step {
         src: usize,
         dst: usize,
     },
-    /// A spatial convolution with several input channels per group: the
-    /// columns of a run of `images` images (im2col, `cols`), then the
-    /// pointwise kernel over them with the epilogue fused (`dst` whole).
+    /// A spatial or strided convolution with several input channels per
+    /// group: the pointwise kernel over its im2col matrix with the
+    /// epilogue fused (`dst` whole), see [`pointwise::forward_unfolded`]
+    /// (`cols`: its buffer for the matrix of a strided 1×1).
     Unfolded {
         shape: Conv2dShape,
         weight: PackedWeights,
         bias: Vec<f32>,
         relu: bool,
         residual: Option<usize>,
-        images: usize,
         cols: Vec<f32>,
         src: usize,
         dst: usize,
@@ -204,50 +204,16 @@ impl Step {
                 bias,
                 relu,
                 residual,
-                images,
                 cols,
                 src,
                 ..
             } => {
-                let s = *shape;
-                let (taps, ip) = (s.kernel[0] * s.kernel[1], s.input[0] * s.input[1]);
-                let [oh, ow] = s.output();
-                let p = oh * ow;
-                // Each input plane unfolds into its `taps` rows of columns.
-                let plane = Conv2dShape {
-                    batch: 1,
-                    in_channels: 1,
-                    out_channels: 1,
-                    groups: 1,
-                    ..s
+                let ep = Epilogue {
+                    bias,
+                    residual: residual.map(&read),
+                    relu: *relu,
                 };
-                let (x, residual) = (read(*src), residual.map(&read));
-                for first in (0..s.batch).step_by(*images) {
-                    let count = (*images).min(s.batch - first);
-                    let x = &x[first * s.in_channels * ip..][..count * s.in_channels * ip];
-                    let cols = &mut cols[..count * s.in_channels * taps * p];
-                    // One task per (image, channel, tap) row of columns.
-                    cols.par_chunks_mut(p).enumerate().for_each(|(row, c)| {
-                        let x = &x[row / taps * ip..][..ip];
-                        kernels::conv_gemm::im2col_row(&plane, x, row % taps, c);
-                    });
-                    let shape = PointwiseShape {
-                        batch: count,
-                        in_channels: s.in_channels * taps,
-                        out_channels: s.out_channels,
-                        plane: p,
-                        groups: s.groups,
-                    };
-                    let range = first * s.out_channels * p..(first + count) * s.out_channels * p;
-                    let ep = Epilogue {
-                        bias,
-                        residual: residual.map(|r| &r[range.clone()]),
-                        relu: *relu,
-                    };
-                    let place = Placement::contiguous(&shape, s.out_channels, 0);
-                    pointwise::forward(&shape, cols, weight, ep, place, &mut out[range])?;
-                }
-                Ok(())
+                pointwise::forward_unfolded(shape, read(*src), weight, ep, out, cols)
             }
             Step::Conv {
                 shape,

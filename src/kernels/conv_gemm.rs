@@ -10,6 +10,7 @@
 use super::conv::Conv2dShape;
 use super::matmul::{Mat, inner_parallelism, matmul};
 use crate::error::Result;
+use crate::signal::Scalar;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -327,29 +328,76 @@ fn input_row(s: &Conv2dShape, c: usize, ky: usize, oy: usize) -> Option<usize> {
 /// column `oy · W_out + ox` holds the input value under that kernel tap
 /// (zero in the padding). `x` is the group's `C_in/g` input planes.
 pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+    let unfold = Unfold::new(s);
     let [oh, ow] = s.output();
     for (row, dst) in cols.chunks_exact_mut(oh * ow).enumerate() {
-        im2col_row(s, x, row, dst);
+        unfold.row(x, row, dst);
     }
 }
 
-/// Row `row = (c · kH + ky) · kW + kx` of [`im2col`]'s column buffer
-/// (`H_out · W_out` values): rows are independent, so callers may fill
-/// them in parallel.
-pub(crate) fn im2col_row(s: &Conv2dShape, x: &[f32], row: usize, dst: &mut [f32]) {
-    let [kh, kw] = s.kernel;
-    let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-    let ow = s.output()[1];
-    let sw = s.stride[1];
-    let (lo, hi, ix) = valid_columns(s, kx);
-    for (oy, dst) in dst.chunks_exact_mut(ow).enumerate() {
-        let Some(start) = input_row(s, c, ky, oy) else {
-            dst.fill(0.0);
-            continue;
+/// [`im2col`]'s rows, piece by piece: the inference kernel fills its
+/// column tiles straight from the input with it, without the buffer.
+pub(crate) struct Unfold {
+    input_w: usize,
+    out_w: usize,
+    /// Per row `(c · kH + ky) · kW + kx`: the offset of input plane `c`,
+    /// `ky`, and [`valid_columns`] of `kx`.
+    rows: Vec<(usize, usize, (usize, usize, usize))>,
+    stride: [usize; 2],
+    dilation_h: usize,
+    /// Input rows and top padding.
+    input_h: usize,
+    pad_h: usize,
+}
+
+impl Unfold {
+    pub(crate) fn new(s: &Conv2dShape) -> Unfold {
+        let [kh, kw] = s.kernel;
+        let columns: Vec<_> = (0..kw).map(|kx| valid_columns(s, kx)).collect();
+        let plane = s.input[0] * s.input[1];
+        let rows = (0..s.group_in() * kh * kw)
+            .map(|row| (row / (kh * kw) * plane, row / kw % kh, columns[row % kw]))
+            .collect();
+        Unfold {
+            input_w: s.input[1],
+            out_w: s.output()[1],
+            rows,
+            stride: s.stride,
+            dilation_h: s.dilation[0],
+            input_h: s.input[0],
+            pad_h: s.padding[0],
+        }
+    }
+
+    /// Row `row` of [`im2col`] at output row `oy`, columns `ox .. ox +
+    /// dst.len()` (within the row), into `dst`; `x` is the group's input
+    /// planes.
+    #[inline(always)]
+    pub(crate) fn segment<T: Scalar>(
+        &self,
+        x: &[T],
+        row: usize,
+        oy: usize,
+        ox: usize,
+        dst: &mut [T],
+    ) {
+        let (plane, ky, (lo, hi, ix)) = self.rows[row];
+        let iy = (oy * self.stride[0] + ky * self.dilation_h).checked_sub(self.pad_h);
+        let Some(iy) = iy.filter(|&iy| iy < self.input_h) else {
+            dst.fill(T::zero());
+            return;
         };
-        dst[..lo].fill(0.0);
-        dst[hi..].fill(0.0);
-        let (src, dst) = (&x[start + ix..], &mut dst[lo..hi]);
+        debug_assert!(ox + dst.len() <= self.out_w);
+        // Output columns `lo .. hi` read the input from column `ix`.
+        let (a, b) = (lo.clamp(ox, ox + dst.len()), hi.clamp(ox, ox + dst.len()));
+        dst[..a - ox].fill(T::zero());
+        dst[b - ox..].fill(T::zero());
+        if a == b {
+            return;
+        }
+        let sw = self.stride[1];
+        let src = &x[plane + iy * self.input_w + ix + (a - lo) * sw..];
+        let dst = &mut dst[a - ox..b - ox];
         match sw {
             1 => dst.copy_from_slice(&src[..dst.len()]),
             // Vector permutes rather than a gather (stems of stride 2).
@@ -360,6 +408,18 @@ pub(crate) fn im2col_row(s: &Conv2dShape, x: &[f32], row: usize, dst: &mut [f32]
                 }
             }
         }
+    }
+
+    /// Row `row` of [`im2col`] (`H_out · W_out` values) into `dst`.
+    pub(crate) fn row<T: Scalar>(&self, x: &[T], row: usize, dst: &mut [T]) {
+        for (oy, dst) in dst.chunks_exact_mut(self.out_w).enumerate() {
+            self.segment(x, row, oy, 0, dst);
+        }
+    }
+
+    /// Output columns per output row.
+    pub(crate) fn out_w(&self) -> usize {
+        self.out_w
     }
 }
 

@@ -15,6 +15,8 @@
 //! a row of `NR` positions per input channel), then get the epilogue and
 //! are stored once.
 
+use super::Conv2dShape;
+use super::conv_gemm::Unfold;
 use crate::error::{Error, Result};
 use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
@@ -172,18 +174,92 @@ pub fn forward(
     place: Placement,
     y: &mut [f32],
 ) -> Result<()> {
-    let packed = PointwiseShape {
-        batch: s.batch,
-        plane: s.plane,
-        ..w.shape
-    };
-    if packed != *s {
-        return Err(Error::invalid(format!(
-            "pointwise conv: weights packed for {:?}, used for {s:?}",
-            w.shape
-        )));
+    let input = s.batch * s.in_channels * s.plane;
+    check(s, w, [x.len(), input], &ep, &place, y)?;
+    let k = s.depth();
+    run(s, w, ep, place, y, |n, g| {
+        Columns::Rows(&x[(n * s.in_channels + g * k) * s.plane..][..k * s.plane])
+    });
+    Ok(())
+}
+
+/// The pointwise product that a spatial convolution `c` is over its
+/// im2col matrix: `C_in/g · kH · kW` input channels per group, one per
+/// row of the matrix, `H_out · W_out` positions.
+pub fn unfolded_shape(c: &Conv2dShape) -> PointwiseShape {
+    let [oh, ow] = c.output();
+    PointwiseShape {
+        batch: c.batch,
+        in_channels: c.in_channels * c.kernel[0] * c.kernel[1],
+        out_channels: c.out_channels,
+        plane: oh * ow,
+        groups: c.groups,
     }
-    check(s, x, s.out_channels * s.depth(), &ep, &place, y)?;
+}
+
+/// `y = epilogue(conv2d(x, w))` for a spatial convolution `c` (NCHW `x`
+/// and `y`, `w` packed for [`unfolded_shape`]): the pointwise product
+/// over the im2col matrix. With a spatial kernel the matrix is never
+/// stored: its column tiles are gathered straight from `x` as they are
+/// needed (a stem's matrix is many times its input). A 1×1 kernel (a
+/// strided one) gathers its matrix, a subsample of `x`, into `cols` first
+/// (resized here): its many rows would otherwise be gathered again for
+/// every block of output channels.
+pub fn forward_unfolded(
+    c: &Conv2dShape,
+    x: &[f32],
+    w: &PackedWeights,
+    ep: Epilogue,
+    y: &mut [f32],
+    cols: &mut Vec<f32>,
+) -> Result<()> {
+    let s = unfolded_shape(c);
+    let place = Placement::contiguous(&s, s.out_channels, 0);
+    let plane = c.input[0] * c.input[1];
+    check(
+        &s,
+        w,
+        [x.len(), c.batch * c.in_channels * plane],
+        &ep,
+        &place,
+        y,
+    )?;
+    let unfold = Unfold::new(c);
+    let cig = c.group_in();
+    let group_input =
+        |n: usize, g: usize| &x[(n * c.in_channels + g * cig) * plane..][..cig * plane];
+    if c.kernel != [1, 1] {
+        run(&s, w, ep, place, y, |n, g| {
+            Columns::Unfolded(group_input(n, g), &unfold)
+        });
+        return Ok(());
+    }
+    cols.resize(s.batch * s.in_channels * s.plane, 0.0);
+    // One task per (image, input channel): a row of the matrix.
+    cols.par_chunks_mut(s.plane)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (n, c_in) = (row / c.in_channels, row % c.in_channels);
+            unfold.row(group_input(n, c_in / cig), c_in % cig, dst);
+        });
+    let k = s.depth();
+    run(&s, w, ep, place, y, |n, g| {
+        Columns::Rows(&cols[(n * s.in_channels + g * k) * s.plane..][..k * s.plane])
+    });
+    Ok(())
+}
+
+/// One parallel region over (image × group × row block × column block)
+/// for a checked `s`; `columns(n, g)` is where image `n`, group `g` reads
+/// its `[k × P]` right-hand side.
+fn run<'x>(
+    s: &PointwiseShape,
+    w: &PackedWeights,
+    ep: Epilogue,
+    place: Placement,
+    y: &mut [f32],
+    columns: impl Fn(usize, usize) -> Columns<'x, f32> + Sync,
+) {
     let (k, p) = (s.depth(), s.plane);
     let grid = Grid::new(s);
     let tasks = s.batch * s.groups * grid.row_blocks * grid.col_blocks;
@@ -195,7 +271,7 @@ pub fn forward(
         let block = Block {
             panels: w.group(g),
             k,
-            x: &x[(n * s.in_channels + g * k) * p..][..k * p],
+            x: columns(n, g),
             p,
             rows: rb * grid.rows..((rb + 1) * grid.rows).min(s.rows()),
             cols: cb * grid.cols..((cb + 1) * grid.cols).min(p),
@@ -211,7 +287,17 @@ pub fn forward(
         // and inside `y` (and the residual as long as `y`).
         block_isa(Isa::best(), &block, xs);
     });
-    Ok(())
+}
+
+/// Where a block reads the rows of its right-hand side (`k` rows of `P`
+/// positions).
+#[derive(Clone, Copy)]
+pub(crate) enum Columns<'a, T> {
+    /// Row `r` is `x[r · P ..][..P]`: the group's input channels.
+    Rows(&'a [T]),
+    /// Row `r` is row `r` of the im2col matrix of the group's input
+    /// planes `x`, gathered piece by piece.
+    Unfolded(&'a [T], &'a Unfold),
 }
 
 /// One task's block: rows `rows` (output channels of the group) ×
@@ -223,8 +309,8 @@ pub(crate) struct Block<'a, T> {
     panels: &'a [T],
     /// Input channels per group.
     k: usize,
-    /// The group's input channels of the image, `[k, p]`.
-    x: &'a [T],
+    /// The group's `[k, p]` right-hand side.
+    x: Columns<'a, T>,
     p: usize,
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
@@ -314,15 +400,40 @@ const PACKED_INPUTS: usize = 256 * 1024;
 #[inline(always)]
 fn pack<T: Fma>(b: &Block<T>, cols: std::ops::Range<usize>, xs: &mut [T]) {
     let width = cols.len();
-    // Fixed-size moves for whole tiles (a `memcpy` call per row would
-    // cost as much as the row's multiply-adds).
-    for (row, src) in xs.chunks_exact_mut(NR).zip(b.x.chunks_exact(b.p)) {
-        let (row, src): (&mut [T; NR], _) =
-            (row.try_into().expect("NR values"), &src[cols.clone()]);
-        match <&[T; NR]>::try_from(src) {
-            Ok(whole) => *row = *whole,
-            Err(_) => {
-                crate::simd::copy(&mut row[..width], src);
+    match b.x {
+        Columns::Rows(x) => {
+            // Fixed-size moves for whole tiles (a `memcpy` call per row
+            // would cost as much as the row's multiply-adds).
+            for (row, src) in xs.chunks_exact_mut(NR).zip(x.chunks_exact(b.p)) {
+                let (row, src): (&mut [T; NR], _) =
+                    (row.try_into().expect("NR values"), &src[cols.clone()]);
+                match <&[T; NR]>::try_from(src) {
+                    Ok(whole) => *row = *whole,
+                    Err(_) => {
+                        crate::simd::copy(&mut row[..width], src);
+                        row[width..].fill(T::zero());
+                    }
+                }
+            }
+        }
+        Columns::Unfolded(x, unfold) => {
+            // The tile's pieces of output rows, `(oy, ox, at, len)`: found
+            // once, then gathered for every row of the matrix.
+            let ow = unfold.out_w();
+            let mut pieces = [(0, 0, 0, 0); NR];
+            let mut count = 0;
+            let mut c = cols.start;
+            while c < cols.end {
+                let (oy, ox) = (c / ow, c % ow);
+                let len = (ow - ox).min(cols.end - c);
+                pieces[count] = (oy, ox, c - cols.start, len);
+                count += 1;
+                c += len;
+            }
+            for (r, row) in xs.chunks_exact_mut(NR).enumerate() {
+                for &(oy, ox, at, len) in &pieces[..count] {
+                    unfold.segment(x, r, oy, ox, &mut row[at..][..len]);
+                }
                 row[width..].fill(T::zero());
             }
         }
@@ -416,7 +527,14 @@ pub fn forward_ref(
     place: Placement,
     y: &mut [f32],
 ) -> Result<()> {
-    check(s, x, w.len(), &ep, &place, y)?;
+    check_lens(
+        s,
+        [x.len(), s.batch * s.in_channels * s.plane],
+        w.len(),
+        &ep,
+        &place,
+        y,
+    )?;
     let (m, k, p) = (s.rows(), s.depth(), s.plane);
     for n in 0..s.batch {
         for o in 0..s.out_channels {
@@ -441,9 +559,33 @@ fn check_groups(s: &PointwiseShape) -> Result<()> {
     super::conv::check_groups("pointwise conv", s.groups, [s.in_channels, s.out_channels])
 }
 
+/// Checks that `w` was packed for `s`, and [`check_lens`].
 fn check(
     s: &PointwiseShape,
-    x: &[f32],
+    w: &PackedWeights,
+    input: [usize; 2],
+    ep: &Epilogue,
+    place: &Placement,
+    y: &[f32],
+) -> Result<()> {
+    let packed = PointwiseShape {
+        batch: s.batch,
+        plane: s.plane,
+        ..w.shape
+    };
+    if packed != *s {
+        return Err(Error::invalid(format!(
+            "pointwise conv: weights packed for {:?}, used for {s:?}",
+            w.shape
+        )));
+    }
+    check_lens(s, input, s.out_channels * s.depth(), ep, place, y)
+}
+
+/// Checks `s` and the operands' lengths (`[got, want]` for the input).
+fn check_lens(
+    s: &PointwiseShape,
+    [x_len, input]: [usize; 2],
     w_len: usize,
     ep: &Epilogue,
     place: &Placement,
@@ -452,7 +594,7 @@ fn check(
     check_groups(s)?;
     place.check(s)?;
     let lens = [
-        ("input", x.len(), s.batch * s.in_channels * s.plane),
+        ("input", x_len, input),
         ("weight", w_len, s.out_channels * s.depth()),
         ("bias", ep.bias.len(), s.out_channels),
         ("destination", y.len(), s.batch * place.channels * s.plane),
@@ -529,6 +671,40 @@ impl SharedMut {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfolded_matches_the_conv_reference() {
+        use crate::kernels::conv::{assert_forward_matches_reference, test_shape};
+        // (batch, [c_in, c_out, groups], [h, w], kernel, [stride, pad, dilation])
+        let cases = [
+            // Stems: 3×3/2 and 7×7/2, output rows longer than a tile.
+            (1, [3, 24, 1], [70, 70], [3, 3], [[2, 2], [1, 1], [1, 1]]),
+            (1, [3, 16, 1], [45, 41], [7, 7], [[2, 2], [3, 3], [1, 1]]),
+            // Output rows shorter than a tile (pieces of several rows),
+            // stride 1 and 3, dilation, asymmetric padding, two images.
+            (2, [5, 10, 1], [9, 7], [3, 3], [[1, 1], [1, 2], [1, 1]]),
+            (1, [4, 9, 1], [13, 17], [3, 2], [[3, 3], [1, 0], [2, 2]]),
+            // Groups, and a row with no valid column for some taps.
+            (2, [6, 16, 2], [6, 3], [3, 5], [[1, 2], [2, 2], [1, 1]]),
+            // Strided 1×1 (its matrix gathered first), with groups.
+            (2, [12, 16, 2], [9, 10], [1, 1], [[2, 2], [0, 0], [1, 1]]),
+        ];
+        for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
+            let c = test_shape(batch, channels, input, kernel, geometry);
+            for bias in [false, true] {
+                assert_forward_matches_reference(&c, bias, i as u64, |x, w, b, y| {
+                    let zeros = vec![0.0; c.out_channels];
+                    let ep = Epilogue {
+                        bias: b.unwrap_or(&zeros),
+                        residual: None,
+                        relu: false,
+                    };
+                    let packed = PackedWeights::new(&unfolded_shape(&c), w)?;
+                    forward_unfolded(&c, x, &packed, ep, y, &mut Vec::new())
+                });
+            }
+        }
+    }
 
     fn data(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
