@@ -209,14 +209,16 @@ impl Reduce for MeanOf {
 
 /// A separable pooling's windows: per output row the input rows it
 /// covers and its height including padding, the same per output column,
-/// and the `interior` output columns, computed a kernel column at a time
-/// (windows wholly inside the input; empty unless that vectorises, see
-/// [`separable`]).
+/// and the `interior` output columns (windows wholly inside the input),
+/// computed a kernel column at a time; the others are edge windows,
+/// computed one by one. `flat`: the plane's rows go through the
+/// interior pass all at once ([`flat_plane`]).
 pub(crate) struct Separable {
     shape: PoolShape,
     rows: Vec<(std::ops::Range<usize>, usize)>,
     cols: Vec<(std::ops::Range<usize>, usize)>,
     interior: std::ops::Range<usize>,
+    flat: bool,
 }
 
 /// A pooling computed separably, one parallel task per run of planes:
@@ -230,10 +232,17 @@ fn separable<R: Reduce>(s: &PoolShape, x: &[f32], y: &mut [f32]) {
     let inside = |o: usize| cols[o].0.len() == s.kernel[1];
     let start = (0..ow).find(|&o| inside(o)).unwrap_or(ow);
     let mut end = (start..ow).find(|&o| !inside(o)).unwrap_or(ow);
-    // The interior goes a tap at a time over vectors of outputs: only for
-    // strides 1 and 2 (contiguous values, or `take_even`'s permutes) and
-    // rows of at least a vector; otherwise every window is an edge.
-    if s.stride[1] > 2 || end - start < LANES {
+    // Stride 2 over rows of even width with half as many outputs (3×3/2
+    // pooling with padding 1, ShuffleNet's) splits the whole plane's
+    // columns into even and odd ones at once: rows of 28 or 14 values
+    // then fill vectors as well as long ones.
+    let flat =
+        s.stride[1] == 2 && s.input[1].is_multiple_of(2) && ow == s.input[1] / 2 && start < end;
+    // Otherwise the interior goes a tap at a time over vectors of outputs
+    // of each row: only for strides 1 and 2 (contiguous values, or
+    // `take_even`'s permutes) and rows of at least a vector; else every
+    // window is an edge.
+    if !flat && (s.stride[1] > 2 || end - start < LANES) {
         end = start;
     }
     let geometry = Separable {
@@ -241,12 +250,14 @@ fn separable<R: Reduce>(s: &PoolShape, x: &[f32], y: &mut [f32]) {
         rows: (0..oh).map(|o| s.window(0, o)).collect(),
         cols,
         interior: start..end,
+        flat,
     };
+    let scratch = if flat { oh * s.input[1] } else { s.input[1] };
     y.par_chunks_mut(op)
         .enumerate()
         .with_min_len(s.planes_per_task())
         .for_each_init(
-            || (vec![0f32; s.input[1]], vec![0f32; ow]),
+            || (vec![0f32; scratch], vec![0f32; scratch.max(ow)]),
             |(down, picked), (p, out)| {
                 let plane = &x[p * ip..][..ip];
                 separable_plane_isa::<R>(Isa::best(), &geometry, plane, out, down, picked)
@@ -255,7 +266,8 @@ fn separable<R: Reduce>(s: &PoolShape, x: &[f32], y: &mut [f32]) {
 }
 
 /// One plane of [`separable`]: `plane` `[H, W]` into `out` `[OH, OW]`;
-/// `down` (`[W]`) and `picked` (`[OW]`) are scratch.
+/// `down` and `picked` are scratch (`[OH · W]` each when `flat`, else
+/// `[W]` and `[OW]`).
 #[inline(always)]
 fn separable_plane<R: Reduce>(
     g: &Separable,
@@ -264,15 +276,13 @@ fn separable_plane<R: Reduce>(
     down: &mut [f32],
     picked: &mut [f32],
 ) {
+    if g.flat {
+        return flat_plane::<R>(g, plane, out, down, picked);
+    }
     let (s, width, ow) = (&g.shape, g.shape.input[1], g.cols.len());
     let (stride, interior) = (s.stride[1], g.interior.clone());
     for (out_row, (r, height)) in out.chunks_exact_mut(ow).zip(&g.rows) {
-        down.copy_from_slice(&plane[r.start * width..][..width]);
-        for row in plane[..r.end * width].chunks_exact(width).skip(r.start + 1) {
-            for (d, &v) in down.iter_mut().zip(row) {
-                *d = R::combine(*d, v);
-            }
-        }
+        down_rows::<R>(plane, width, r.clone(), down);
         let inner = &mut out_row[interior.clone()];
         inner.fill(R::INIT);
         let taps = if inner.is_empty() { 0 } else { s.kernel[1] };
@@ -292,13 +302,94 @@ fn separable_plane<R: Reduce>(
         }
         let size = height * s.kernel[1];
         inner.iter_mut().for_each(|o| *o = R::finish(*o, size));
-        for edge in [0..interior.start, interior.end..ow] {
-            for (o, (c, w)) in out_row[edge.clone()].iter_mut().zip(&g.cols[edge]) {
-                let v = down[c.clone()]
-                    .iter()
-                    .fold(R::INIT, |m, &v| R::combine(m, v));
-                *o = R::finish(v, height * w);
-            }
+        edges::<R>(g, down, out_row, *height);
+    }
+}
+
+/// [`separable_plane`] for a `flat` geometry: the window columns of every
+/// output row first (`down`, `[OH, W]`), its even and odd columns over the
+/// whole plane (`picked`, both halves), then per kernel column the even or
+/// odd values at a fixed shift added to all outputs at once. Outputs whose
+/// window reaches into the padding read values of the neighbouring row
+/// there, and are recomputed as edges.
+#[inline(always)]
+fn flat_plane<R: Reduce>(
+    g: &Separable,
+    plane: &[f32],
+    out: &mut [f32],
+    down: &mut [f32],
+    picked: &mut [f32],
+) {
+    let (s, width, ow) = (&g.shape, g.shape.input[1], g.cols.len());
+    for (d, (r, _)) in down.chunks_exact_mut(width).zip(&g.rows) {
+        down_rows::<R>(plane, width, r.clone(), d);
+    }
+    let n = out.len();
+    let (even, odd) = picked.split_at_mut(n);
+    take_even(even, down);
+    take_even(&mut odd[..n], &down[1..]);
+    out.fill(R::INIT);
+    for t in 0..s.kernel[1] {
+        // Output `i` reads column `2 · ox + t − padding` of its row: the
+        // even or odd value at `i + shift`.
+        let d = t as isize - s.padding[1] as isize;
+        let src: &[f32] = if d % 2 == 0 { even } else { &odd[..n] };
+        let shift = d.div_euclid(2);
+        let (dst, src) = if shift >= 0 {
+            (&mut out[..n - shift as usize], &src[shift as usize..])
+        } else {
+            (
+                &mut out[shift.unsigned_abs()..],
+                &src[..n - shift.unsigned_abs()],
+            )
+        };
+        for (o, &v) in dst.iter_mut().zip(src) {
+            *o = R::combine(*o, v);
+        }
+    }
+    for ((out_row, (_, height)), d) in out
+        .chunks_exact_mut(ow)
+        .zip(&g.rows)
+        .zip(down.chunks_exact(width))
+    {
+        let size = height * s.kernel[1];
+        out_row[g.interior.clone()]
+            .iter_mut()
+            .for_each(|o| *o = R::finish(*o, size));
+        edges::<R>(g, d, out_row, *height);
+    }
+}
+
+/// `down[c] = combine` of column `c` over input rows `rows` of `plane`.
+#[inline(always)]
+fn down_rows<R: Reduce>(
+    plane: &[f32],
+    width: usize,
+    rows: std::ops::Range<usize>,
+    down: &mut [f32],
+) {
+    down.copy_from_slice(&plane[rows.start * width..][..width]);
+    for row in plane[..rows.end * width]
+        .chunks_exact(width)
+        .skip(rows.start + 1)
+    {
+        for (d, &v) in down.iter_mut().zip(row) {
+            *d = R::combine(*d, v);
+        }
+    }
+}
+
+/// The edge windows of one output row (those outside `g.interior`), one
+/// by one from the row's window columns `down`.
+#[inline(always)]
+fn edges<R: Reduce>(g: &Separable, down: &[f32], out_row: &mut [f32], height: usize) {
+    let ow = g.cols.len();
+    for edge in [0..g.interior.start, g.interior.end..ow] {
+        for (o, (c, w)) in out_row[edge.clone()].iter_mut().zip(&g.cols[edge]) {
+            let v = down[c.clone()]
+                .iter()
+                .fold(R::INIT, |m, &v| R::combine(m, v));
+            *o = R::finish(v, height * w);
         }
     }
 }
@@ -569,7 +660,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn separable_pooling_matches_the_windows(
-            planes in 1usize..5, h in 1usize..12, w in 1usize..12,
+            planes in 1usize..5, h in 1usize..12, w in 1usize..40,
             kh in 1usize..5, kw in 1usize..5, sh in 1usize..4, sw in 1usize..4,
             ph in 0usize..3, pw in 0usize..3, seed in 0u64..100,
         ) {
