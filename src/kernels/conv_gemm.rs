@@ -338,34 +338,24 @@ pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
 /// [`im2col`]'s rows, piece by piece: the inference kernel fills its
 /// column tiles straight from the input with it, without the buffer.
 pub(crate) struct Unfold {
-    input_w: usize,
+    s: Conv2dShape,
     out_w: usize,
-    /// Per row `(c · kH + ky) · kW + kx`: the offset of input plane `c`,
-    /// `ky`, and [`valid_columns`] of `kx`.
+    /// Per row `(c · kH + ky) · kW + kx`: `c`, `ky`, and
+    /// [`valid_columns`] of `kx`.
     rows: Vec<(usize, usize, (usize, usize, usize))>,
-    stride: [usize; 2],
-    dilation_h: usize,
-    /// Input rows and top padding.
-    input_h: usize,
-    pad_h: usize,
 }
 
 impl Unfold {
     pub(crate) fn new(s: &Conv2dShape) -> Unfold {
         let [kh, kw] = s.kernel;
         let columns: Vec<_> = (0..kw).map(|kx| valid_columns(s, kx)).collect();
-        let plane = s.input[0] * s.input[1];
         let rows = (0..s.group_in() * kh * kw)
-            .map(|row| (row / (kh * kw) * plane, row / kw % kh, columns[row % kw]))
+            .map(|row| (row / (kh * kw), row / kw % kh, columns[row % kw]))
             .collect();
         Unfold {
-            input_w: s.input[1],
+            s: *s,
             out_w: s.output()[1],
             rows,
-            stride: s.stride,
-            dilation_h: s.dilation[0],
-            input_h: s.input[0],
-            pad_h: s.padding[0],
         }
     }
 
@@ -381,9 +371,8 @@ impl Unfold {
         ox: usize,
         dst: &mut [T],
     ) {
-        let (plane, ky, (lo, hi, ix)) = self.rows[row];
-        let iy = (oy * self.stride[0] + ky * self.dilation_h).checked_sub(self.pad_h);
-        let Some(iy) = iy.filter(|&iy| iy < self.input_h) else {
+        let (c, ky, (lo, hi, ix)) = self.rows[row];
+        let Some(start) = input_row(&self.s, c, ky, oy) else {
             dst.fill(T::zero());
             return;
         };
@@ -395,8 +384,8 @@ impl Unfold {
         if a == b {
             return;
         }
-        let sw = self.stride[1];
-        let src = &x[plane + iy * self.input_w + ix + (a - lo) * sw..];
+        let sw = self.s.stride[1];
+        let src = &x[start + ix + (a - lo) * sw..];
         let dst = &mut dst[a - ox..b - ox];
         match sw {
             1 => dst.copy_from_slice(&src[..dst.len()]),

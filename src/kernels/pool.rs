@@ -327,23 +327,16 @@ fn flat_plane<R: Reduce>(
     let n = out.len();
     let (even, odd) = picked.split_at_mut(n);
     take_even(even, down);
-    take_even(&mut odd[..n], &down[1..]);
+    take_even(odd, &down[1..]);
     out.fill(R::INIT);
     for t in 0..s.kernel[1] {
         // Output `i` reads column `2 · ox + t − padding` of its row: the
         // even or odd value at `i + shift`.
         let d = t as isize - s.padding[1] as isize;
-        let src: &[f32] = if d % 2 == 0 { even } else { &odd[..n] };
+        let src: &[f32] = if d % 2 == 0 { even } else { odd };
         let shift = d.div_euclid(2);
-        let (dst, src) = if shift >= 0 {
-            (&mut out[..n - shift as usize], &src[shift as usize..])
-        } else {
-            (
-                &mut out[shift.unsigned_abs()..],
-                &src[..n - shift.unsigned_abs()],
-            )
-        };
-        for (o, &v) in dst.iter_mut().zip(src) {
+        let (skip_out, skip_src) = (shift.min(0).unsigned_abs(), shift.max(0).unsigned_abs());
+        for (o, &v) in out[skip_out..].iter_mut().zip(&src[skip_src..]) {
             *o = R::combine(*o, v);
         }
     }
