@@ -155,6 +155,10 @@ fn forward_isa(
             || p.scratch(),
             |scratch, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
+                if task + 1 < s.batch * s.groups {
+                    let next = task + 1;
+                    crate::simd::prefetch(s.input_group(x, next / s.groups, next % s.groups));
+                }
                 let (xs, ws) = (s.input_group(x, n, g), s.weight_group(&wt, g));
                 let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
                 forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
@@ -359,6 +363,10 @@ fn backward_isa(
                 || p.scratch(),
                 |scratch, (task, dx)| {
                     let (n, g) = (task / s.groups, task % s.groups);
+                    if task + 1 < s.batch * s.groups {
+                        let next = task + 1;
+                        crate::simd::prefetch(s.output_group(dy, next / s.groups, next % s.groups));
+                    }
                     input_grad_group_isa(isa, &p, s.output_group(dy, n, g), &wts, g, scratch, dx);
                 },
             );
@@ -370,7 +378,13 @@ fn backward_isa(
             || (p.scratch(), vec![[0f32; LANES]; p.cog * p.cig * p.taps]),
             |(scratch, sums), images, g, dw, _| {
                 sums.fill([0.0; LANES]);
-                for n in images {
+                for n in images.clone() {
+                    // The next image's planes are a whole image away: no
+                    // hardware prefetcher sees them coming.
+                    if n + 1 < images.end {
+                        crate::simd::prefetch(s.input_group(x, n + 1, g));
+                        crate::simd::prefetch(s.output_group(dy, n + 1, g));
+                    }
                     let (xs, dys) = (s.input_group(x, n, g), s.output_group(dy, n, g));
                     weight_grad_group_isa(isa, &p, xs, dys, scratch, sums);
                 }

@@ -24,10 +24,23 @@ pub(crate) struct Geometry {
     pub phase_len: usize,
     /// Offset of each kernel tap (row-major taps) from output position 0.
     pub taps: Vec<usize>,
-    /// How an input plane maps to the layout, as runs `(src, step, dst,
-    /// count)`: input elements `src + i · step` (`i < count`) go to padded
-    /// positions `dst + i`. Together the runs cover the plane once.
-    runs: Vec<(usize, usize, usize, usize)>,
+    /// How an input plane maps to the layout.
+    rows: Rows,
+}
+
+/// How the input rows map to the padded, phase-split layout.
+enum Rows {
+    /// Runs `(src, step, dst, count)`: input elements `src + i · step`
+    /// (`i < count`) go to padded positions `dst + i`. Together the runs
+    /// cover the plane once.
+    Runs(Vec<(usize, usize, usize, usize)>),
+    /// Stride 2 across rows of `width` values: per input row `(src,
+    /// even, odd)`, the row's even columns go to padded positions `even ..`
+    /// and its odd ones to `odd ..`, split (and merged back) in one pass.
+    Pairs {
+        width: usize,
+        rows: Vec<(usize, usize, usize)>,
+    },
 }
 
 impl Geometry {
@@ -49,25 +62,42 @@ impl Geometry {
             .collect();
         let ([sh, sw], [ph, pw], w) = (s.stride, s.padding, s.input[1]);
         let block = phase_rows * phase_len;
-        let mut runs = Vec::with_capacity(s.input[0] * sw);
-        for r in 0..s.input[0] {
+        let row_start = |r: usize| {
             let pr = r + ph;
-            let row = (pr % sh) * sw * block + (pr / sh) * phase_len;
-            // Padded column c = input column + pw sits in block column c % sw at c / sw.
-            for q in 0..sw {
-                let x0 = (q + sw - pw % sw) % sw;
-                if x0 < w {
-                    runs.push((
-                        r * w + x0,
-                        sw,
-                        row + q * block + (x0 + pw) / sw,
-                        (w - x0).div_ceil(sw),
-                    ));
+            (pr % sh) * sw * block + (pr / sh) * phase_len
+        };
+        // Padded column c = input column + pw sits in block column c % sw at c / sw.
+        let to_padded = |row: usize, c: usize| row + (c % sw) * block + c / sw;
+        let rows = if sw == 2 {
+            Rows::Pairs {
+                width: w,
+                rows: (0..s.input[0])
+                    .map(|r| {
+                        let row = row_start(r);
+                        (r * w, to_padded(row, pw), to_padded(row, pw + 1))
+                    })
+                    .collect(),
+            }
+        } else {
+            let mut runs = Vec::with_capacity(s.input[0] * sw);
+            for r in 0..s.input[0] {
+                let row = row_start(r);
+                for q in 0..sw {
+                    let x0 = (q + sw - pw % sw) % sw;
+                    if x0 < w {
+                        runs.push((
+                            r * w + x0,
+                            sw,
+                            to_padded(row, x0 + pw),
+                            (w - x0).div_ceil(sw),
+                        ));
+                    }
                 }
             }
-        }
+            Rows::Runs(runs)
+        };
         Geometry {
-            runs,
+            rows,
             out_h,
             out_w,
             stride: s.stride,
@@ -101,13 +131,23 @@ impl Geometry {
     #[inline(always)]
     pub fn pad<T: Scalar>(&self, src: &[T], padded: &mut [T]) {
         padded.fill(T::zero());
-        for &(s, step, d, count) in &self.runs {
-            let dst = &mut padded[d..][..count];
-            let src = &src[s..][..(count - 1) * step + 1];
-            match step {
-                1 => crate::simd::copy(dst, src),
-                2 => take_even(dst, src),
-                _ => (0..count).for_each(|i| dst[i] = src[i * step]),
+        match &self.rows {
+            Rows::Runs(runs) => {
+                for &(s, step, d, count) in runs {
+                    let dst = &mut padded[d..][..count];
+                    let src = &src[s..][..(count - 1) * step + 1];
+                    match step {
+                        1 => crate::simd::copy(dst, src),
+                        _ => (0..count).for_each(|i| dst[i] = src[i * step]),
+                    }
+                }
+            }
+            &Rows::Pairs { width, ref rows } => {
+                let halves = [width.div_ceil(2), width / 2];
+                for &(s, even, odd) in rows {
+                    let [e, o] = disjoint_mut(padded, [even, odd], halves);
+                    split_even_odd(&src[s..][..width], e, o);
+                }
             }
         }
     }
@@ -116,13 +156,23 @@ impl Geometry {
     /// padded layout's input positions back to a plane.
     #[inline(always)]
     pub fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
-        for &(s, step, d, count) in &self.runs {
-            let src = &padded[d..][..count];
-            let dst = &mut dst[s..][..(count - 1) * step + 1];
-            match step {
-                1 => crate::simd::copy(dst, src),
-                2 => put_even(dst, src),
-                _ => (0..count).for_each(|i| dst[i * step] = src[i]),
+        match &self.rows {
+            Rows::Runs(runs) => {
+                for &(s, step, d, count) in runs {
+                    let src = &padded[d..][..count];
+                    let dst = &mut dst[s..][..(count - 1) * step + 1];
+                    match step {
+                        1 => crate::simd::copy(dst, src),
+                        _ => (0..count).for_each(|i| dst[i * step] = src[i]),
+                    }
+                }
+            }
+            &Rows::Pairs { width, ref rows } => {
+                let [ne, no] = [width.div_ceil(2), width / 2];
+                for &(s, even, odd) in rows {
+                    let (e, o) = (&padded[even..][..ne], &padded[odd..][..no]);
+                    merge_even_odd(e, o, &mut dst[s..][..width]);
+                }
             }
         }
     }
@@ -192,33 +242,94 @@ fn take_even_chunks<T: Scalar, const C: usize>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// `dst[2 · i] = src[i]` (`dst.len() == 2 · src.len() − 1`), the odd
-/// positions kept: read, blend and write back a window per chunk, the
-/// inverse of [`take_even`].
+/// The slices `at[j] .. at[j] + lens[j]` of `buf`, which must not overlap.
+fn disjoint_mut<T>(buf: &mut [T], at: [usize; 2], lens: [usize; 2]) -> [&mut [T]; 2] {
+    let (first, second) = if at[0] <= at[1] { (0, 1) } else { (1, 0) };
+    let (head, tail) = buf.split_at_mut(at[second]);
+    let a = &mut head[at[first]..][..lens[first]];
+    let b = &mut tail[..lens[second]];
+    if first == 0 { [a, b] } else { [b, a] }
+}
+
+/// `even[i] = src[2 · i]`, `odd[i] = src[2 · i + 1]` (`even` holds
+/// `⌈n / 2⌉` values, `odd` `⌊n / 2⌋`, `n = src.len()`), a window of
+/// pairs at a time (split into two vectors by permutes): as
+/// [`take_even`], chunks of 16 pairs, or two overlapping chunks of 8 or 4.
 #[inline(always)]
-fn put_even<T: Scalar>(dst: &mut [T], src: &[T]) {
-    let n = src.len();
-    for at in chunk_starts(n, EVEN_CHUNK) {
-        let d: &mut [T; 2 * EVEN_CHUNK - 1] = (&mut dst[2 * at..][..2 * EVEN_CHUNK - 1])
-            .try_into()
-            .expect("window");
-        let s: &[T; EVEN_CHUNK] = src[at..][..EVEN_CHUNK].try_into().expect("chunk");
-        let mut w = *d;
-        for (i, &v) in s.iter().enumerate() {
-            w[2 * i] = v;
+pub(crate) fn split_even_odd<T: Scalar>(src: &[T], even: &mut [T], odd: &mut [T]) {
+    let pairs = src.len() / 2;
+    match pairs {
+        EVEN_CHUNK.. => split_chunks::<T, EVEN_CHUNK>(src, even, odd),
+        8.. => split_chunks::<T, 8>(src, even, odd),
+        4.. => split_chunks::<T, 4>(src, even, odd),
+        _ => {
+            for i in 0..pairs {
+                even[i] = src[2 * i];
+                odd[i] = src[2 * i + 1];
+            }
         }
-        *d = w;
     }
-    if n < EVEN_CHUNK {
-        for (i, &v) in src.iter().enumerate() {
-            dst[2 * i] = v;
+    if src.len() % 2 == 1 {
+        even[pairs] = src[2 * pairs];
+    }
+}
+
+/// [`split_even_odd`]'s pairs in chunks of `C` (at least `C` pairs). The
+/// window is read as two arrays and the halves built in locals: written
+/// straight into `even` and `odd`, which might alias as far as the
+/// compiler knows, the moves stay scalar.
+#[inline(always)]
+fn split_chunks<T: Scalar, const C: usize>(src: &[T], even: &mut [T], odd: &mut [T]) {
+    for at in chunk_starts(src.len() / 2, C) {
+        let lo: [T; C] = src[2 * at..][..C].try_into().expect("chunk");
+        let hi: [T; C] = src[2 * at + C..][..C].try_into().expect("chunk");
+        let pick = |j: usize| if j < C { lo[j] } else { hi[j - C] };
+        let e: [T; C] = std::array::from_fn(|i| pick(2 * i));
+        let o: [T; C] = std::array::from_fn(|i| pick(2 * i + 1));
+        even[at..][..C].copy_from_slice(&e);
+        odd[at..][..C].copy_from_slice(&o);
+    }
+}
+
+/// The inverse of [`split_even_odd`]: `dst[2 · i] = even[i]`,
+/// `dst[2 · i + 1] = odd[i]`, whole vectors of `dst` written at once.
+#[inline(always)]
+pub(crate) fn merge_even_odd<T: Scalar>(even: &[T], odd: &[T], dst: &mut [T]) {
+    let pairs = dst.len() / 2;
+    match pairs {
+        EVEN_CHUNK.. => merge_chunks::<T, EVEN_CHUNK>(even, odd, dst),
+        8.. => merge_chunks::<T, 8>(even, odd, dst),
+        4.. => merge_chunks::<T, 4>(even, odd, dst),
+        _ => {
+            for i in 0..pairs {
+                dst[2 * i] = even[i];
+                dst[2 * i + 1] = odd[i];
+            }
         }
+    }
+    if dst.len() % 2 == 1 {
+        dst[2 * pairs] = even[pairs];
+    }
+}
+
+/// [`merge_even_odd`]'s pairs in chunks of `C` (at least `C` pairs), the
+/// two halves of each window built in locals as in [`split_chunks`].
+#[inline(always)]
+fn merge_chunks<T: Scalar, const C: usize>(even: &[T], odd: &[T], dst: &mut [T]) {
+    for at in chunk_starts(dst.len() / 2, C) {
+        let e: [T; C] = even[at..][..C].try_into().expect("chunk");
+        let o: [T; C] = odd[at..][..C].try_into().expect("chunk");
+        let pick = |j: usize| if j.is_multiple_of(2) { e[j / 2] } else { o[j / 2] };
+        let lo: [T; C] = std::array::from_fn(pick);
+        let hi: [T; C] = std::array::from_fn(|j| pick(C + j));
+        dst[2 * at..][..C].copy_from_slice(&lo);
+        dst[2 * at + C..][..C].copy_from_slice(&hi);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{put_even, take_even};
+    use super::{merge_even_odd, split_even_odd, take_even};
 
     #[test]
     fn stride_two_moves_match_the_definition() {
@@ -231,12 +342,25 @@ mod tests {
                 even.iter().enumerate().all(|(i, &v)| v == (2 * i) as f32),
                 "take n={n}"
             );
-            let mut back: Vec<f32> = (0..2 * n - 1).map(|i| -(i as f32)).collect();
-            put_even(&mut back, &even);
-            for (i, &v) in back.iter().enumerate() {
-                let want = if i % 2 == 0 { i as f32 } else { -(i as f32) };
-                assert_eq!(v, want, "put n={n} at {i}");
-            }
+        }
+        // Rows of odd and even lengths: scalar, chunks of 4, 8 and 16 pairs.
+        for len in 1usize..80 {
+            let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let (mut even, mut odd) = (vec![-1.0; len.div_ceil(2)], vec![-1.0; len / 2]);
+            split_even_odd(&src, &mut even, &mut odd);
+            assert!(
+                even.iter().enumerate().all(|(i, &v)| v == (2 * i) as f32),
+                "split len={len}"
+            );
+            assert!(
+                odd.iter()
+                    .enumerate()
+                    .all(|(i, &v)| v == (2 * i + 1) as f32),
+                "split len={len}"
+            );
+            let mut back = vec![-1.0; len];
+            merge_even_odd(&even, &odd, &mut back);
+            assert_eq!(back, src, "merge len={len}");
         }
     }
 }
