@@ -241,6 +241,24 @@ impl Fma for f64 {
     }
 }
 
+/// The index of the first value of `x` that is NaN or infinite, if any.
+/// The common case, all finite, is one vectorised pass: `v · 0` is 0 for
+/// finite values and NaN otherwise, summed in [`LANES`] lanes.
+pub fn first_non_finite(x: &[f32]) -> Option<usize> {
+    let mut lanes = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(0f32, |a, &v| a + v * 0.0);
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v * 0.0;
+        }
+    }
+    if tail == 0.0 && lanes.iter().all(|&l| l == 0.0) {
+        return None;
+    }
+    x.iter().position(|v| !v.is_finite())
+}
+
 /// Asks the cache hierarchy to fetch `data` into the second-level cache
 /// ahead of use (one hint per 64-byte line; nothing on other targets).
 #[inline(always)]
@@ -305,6 +323,26 @@ fn two_moves<T: Copy, const M: usize>(dst: &mut [T], src: &[T]) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn first_non_finite_finds_the_first_bad_value() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let mut x: Vec<f32> = (0..n).map(|i| i as f32 * 1e30 - 3.0).collect();
+            assert_eq!(super::first_non_finite(&x), None, "n = {n}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in (0..n).rev().step_by(7) {
+                    let keep = x[at];
+                    x[at] = bad;
+                    assert_eq!(
+                        super::first_non_finite(&x),
+                        Some(at),
+                        "{bad} at {at} of {n}"
+                    );
+                    x[at] = keep;
+                }
+            }
+        }
+    }
+
     #[test]
     fn copy_moves_every_length_exactly() {
         // Two overlapping moves (< 16), whole chunks plus a tail.

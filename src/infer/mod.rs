@@ -494,7 +494,7 @@ impl Plan {
                 self.input
             )));
         }
-        if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+        if let Some(bad) = crate::simd::first_non_finite(x) {
             return Err(Error::invalid(format!(
                 "inference plan: input value {bad} is {}",
                 x[bad]
