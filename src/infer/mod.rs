@@ -274,6 +274,7 @@ impl Builder {
                 relu: ep.relu,
                 place,
                 residual,
+                in_place: false,
                 src,
                 dst: dst.id,
             }
@@ -452,6 +453,11 @@ impl Plan {
         let y = lower(&mut b, x)?;
         b.readable(y, "the output")?;
         let homes = assign_buffers(&b, y.id);
+        for step in &mut b.steps {
+            if let Some(r) = step.in_place_candidate() {
+                step.set_in_place(homes[r].0 == homes[step.dst()].0);
+            }
+        }
         let mut buffers: Vec<Vec<f32>> = Vec::new();
         for &(buffer, len) in &homes {
             if buffer >= buffers.len() {
@@ -536,7 +542,10 @@ impl Plan {
 /// Gives every value a buffer: a value takes a free buffer when its first
 /// writer runs and gives it back after the last step that reads or writes
 /// it (the result keeps its own), so a step never writes a buffer it
-/// reads. Returns per value `(buffer, length)`.
+/// reads, with one exception: a residual that a pointwise step reads for
+/// the last time hands its buffer over to that step's destination, which
+/// the kernel then computes in place (each output added to the residual
+/// value it overwrites). Returns per value `(buffer, length)`.
 fn assign_buffers(b: &Builder, result: usize) -> Vec<(usize, usize)> {
     let touched = |step: &Step| {
         let mut values = step.reads();
@@ -562,11 +571,21 @@ fn assign_buffers(b: &Builder, result: usize) -> Vec<(usize, usize)> {
     homes[0] = Some(take(&mut free));
     for (i, step) in b.steps.iter().enumerate() {
         let dst = step.dst();
+        let mut handed_over = None;
         if homes[dst].is_none() {
-            homes[dst] = Some(take(&mut free));
+            // A residual read here for the last time hands its buffer to
+            // the destination (same layout): computed in place.
+            let len = |v: usize| b.slots[v].len(b.batch);
+            handed_over = step
+                .in_place_candidate()
+                .filter(|&r| last[r] == i && r != result && len(r) == len(dst));
+            homes[dst] = match handed_over {
+                Some(r) => homes[r],
+                None => Some(take(&mut free)),
+            };
         }
         for v in touched(step) {
-            if last[v] == i && v != result {
+            if last[v] == i && v != result && Some(v) != handed_over {
                 free.extend(homes[v]);
             }
         }

@@ -3,7 +3,9 @@
 
 use crate::error::Result;
 use crate::kernels::linear::{self, LinearShape};
-use crate::kernels::pointwise::{self, Epilogue, PackedWeights, Placement, PointwiseShape};
+use crate::kernels::pointwise::{
+    self, Epilogue, PackedWeights, Placement, PointwiseShape, Residual,
+};
 use crate::kernels::pool::{self, PoolShape};
 use crate::kernels::{self, Conv2dShape};
 use rayon::prelude::*;
@@ -20,6 +22,9 @@ pub(super) enum Step {
         relu: bool,
         place: Placement,
         residual: Option<usize>,
+        /// Whether `residual` lives in `dst`'s buffer (its last use): the
+        /// kernel adds each output to the value it overwrites.
+        in_place: bool,
         src: usize,
         dst: usize,
     },
@@ -90,6 +95,27 @@ impl Step {
             | Step::MaxPool { dst, .. }
             | Step::AvgPool { dst, .. }
             | Step::Head { dst, .. } => *dst,
+        }
+    }
+
+    /// The residual this step may compute in place, in the residual's
+    /// buffer: a pointwise step's, unless it is also the step's input.
+    pub(super) fn in_place_candidate(&self) -> Option<usize> {
+        match self {
+            Step::Pointwise {
+                residual: Some(r),
+                src,
+                ..
+            } if r != src => Some(*r),
+            _ => None,
+        }
+    }
+
+    /// Marks a [`in_place_candidate`](Self::in_place_candidate) as given
+    /// the residual's buffer.
+    pub(super) fn set_in_place(&mut self, yes: bool) {
+        if let Step::Pointwise { in_place, .. } = self {
+            *in_place = yes;
         }
     }
 
@@ -188,12 +214,18 @@ impl Step {
                 relu,
                 place,
                 residual,
+                in_place,
                 src,
                 ..
             } => {
+                let residual = match residual {
+                    Some(_) if *in_place => Residual::InPlace,
+                    Some(r) => Residual::Separate(read(*r)),
+                    None => Residual::None,
+                };
                 let ep = Epilogue {
                     bias,
-                    residual: residual.map(&read),
+                    residual,
                     relu: *relu,
                 };
                 pointwise::forward(shape, read(*src), weight, ep, *place, out)
@@ -210,7 +242,7 @@ impl Step {
             } => {
                 let ep = Epilogue {
                     bias,
-                    residual: residual.map(&read),
+                    residual: residual.map_or(Residual::None, |r| Residual::Separate(read(r))),
                     relu: *relu,
                 };
                 pointwise::forward_unfolded(shape, read(*src), weight, ep, out, cols)

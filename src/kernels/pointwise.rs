@@ -116,9 +116,19 @@ impl Placement {
 pub struct Epilogue<'a> {
     /// `[C_out]`.
     pub bias: &'a [f32],
-    /// Laid out like the destination.
-    pub residual: Option<&'a [f32]>,
+    pub residual: Residual<'a>,
     pub relu: bool,
+}
+
+/// The residual an [`Epilogue`] adds.
+#[derive(Clone, Copy, Debug)]
+pub enum Residual<'a> {
+    None,
+    /// Values laid out like the destination.
+    Separate(&'a [f32]),
+    /// The destination itself: each output adds the value it overwrites
+    /// (a residual block whose input dies here, computed in place).
+    InPlace,
 }
 
 /// The weights of a pointwise layer packed for [`forward`]: per group,
@@ -276,7 +286,11 @@ fn run<'x>(
             rows: rb * grid.rows..((rb + 1) * grid.rows).min(s.rows()),
             cols: cb * grid.cols..((cb + 1) * grid.cols).min(p),
             bias: &ep.bias[g * s.rows()..][..s.rows()],
-            residual: ep.residual,
+            residual: match ep.residual {
+                Residual::None => None,
+                Residual::Separate(r) => Some(r.as_ptr()),
+                Residual::InPlace => Some(dst.get().cast_const()),
+            },
             relu: ep.relu,
             dst: dst.get(),
             dst_base: (n * place.channels + place.channel(g, 0)) * p,
@@ -316,8 +330,9 @@ pub(crate) struct Block<'a, T> {
     cols: std::ops::Range<usize>,
     /// The group's biases.
     bias: &'a [T],
-    /// Laid out like the destination.
-    residual: Option<&'a [T]>,
+    /// The residual's element 0, laid out like the destination (which it
+    /// may be: see [`Residual::InPlace`]).
+    residual: Option<*const T>,
     relu: bool,
     dst: *mut T,
     /// Destination offset of the group's row 0, column 0.
@@ -452,7 +467,11 @@ fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc
         let bias = b.bias[r0 + r];
         v.iter_mut().for_each(|v| *v = *v + bias);
         if let Some(res) = b.residual {
-            add_row(&mut v, &res[at..][..width]);
+            // SAFETY: as for `out` below; this view ends before `out`
+            // writes the same elements (in place) or other ones.
+            add_row(&mut v, unsafe {
+                std::slice::from_raw_parts(res.add(at), width)
+            });
         }
         if b.relu {
             // A select, not a conditional store: it vectorises.
@@ -545,8 +564,10 @@ pub fn forward_ref(
                 for c in 0..k {
                     v += w[o * k + c] * x[(n * s.in_channels + g * k + c) * p + j];
                 }
-                if let Some(res) = ep.residual {
-                    v += res[at + j];
+                match ep.residual {
+                    Residual::None => {}
+                    Residual::Separate(res) => v += res[at + j],
+                    Residual::InPlace => v += y[at + j],
                 }
                 y[at + j] = if ep.relu { v.max(0.0) } else { v };
             }
@@ -600,7 +621,10 @@ fn check_lens(
         ("destination", y.len(), s.batch * place.channels * s.plane),
         (
             "residual",
-            ep.residual.map_or(y.len(), <[f32]>::len),
+            match ep.residual {
+                Residual::Separate(r) => r.len(),
+                Residual::None | Residual::InPlace => y.len(),
+            },
             y.len(),
         ),
     ];
@@ -696,7 +720,7 @@ mod tests {
                     let zeros = vec![0.0; c.out_channels];
                     let ep = Epilogue {
                         bias: b.unwrap_or(&zeros),
-                        residual: None,
+                        residual: Residual::None,
                         relu: false,
                     };
                     let packed = PackedWeights::new(&unfolded_shape(&c), w)?;
@@ -760,25 +784,35 @@ mod tests {
                 let res = data(len, 4);
                 let ep = Epilogue {
                     bias: &bias,
-                    residual: residual.then_some(&res[..]),
+                    residual: if residual {
+                        Residual::Separate(&res)
+                    } else {
+                        Residual::None
+                    },
                     relu,
                 };
+                let packed = PackedWeights::new(&s, &w).unwrap();
                 let (mut got, mut want) = (vec![9.0; len], vec![9.0; len]);
-                forward(
-                    &s,
-                    &x,
-                    &PackedWeights::new(&s, &w).unwrap(),
-                    ep,
-                    place,
-                    &mut got,
-                )
-                .unwrap();
+                forward(&s, &x, &packed, ep, place, &mut got).unwrap();
                 forward_ref(&s, &x, &w, ep, place, &mut want).unwrap();
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
                         "{s:?} {place:?} at {i}: {a} vs {b}"
                     );
+                }
+                if residual {
+                    // The same values with the residual in the destination.
+                    let mut in_place = res.clone();
+                    let ep = Epilogue {
+                        residual: Residual::InPlace,
+                        ..ep
+                    };
+                    forward(&s, &x, &packed, ep, place, &mut in_place).unwrap();
+                    assert_eq!(in_place, got, "{s:?} {place:?} in place");
+                    let mut in_place_ref = res.clone();
+                    forward_ref(&s, &x, &w, ep, place, &mut in_place_ref).unwrap();
+                    assert_eq!(in_place_ref, want, "{s:?} {place:?} reference in place");
                 }
             }
         }
@@ -798,7 +832,7 @@ mod tests {
         assert!(PackedWeights::new(&s, &[0.0; 7]).is_err());
         let ep = Epilogue {
             bias: &b,
-            residual: None,
+            residual: Residual::None,
             relu: false,
         };
         let overlapping = Placement {
