@@ -231,18 +231,25 @@ fn correlate<T: Fma>(
         outputs,
         pitch_len,
     };
+    let len = pitch_len[1];
+    // Narrower tiles run 4 vectors of positions where a whole block
+    // remains and 2 for the rest (depthwise planes of 14×14 ran 25 % slower
+    // in blocks of 4 only: more positions past the last output). With
+    // blocks of 2 only, one channel had two chains of dependent
+    // multiply-adds, too few to keep the FMA units busy (depthwise 3×3 on
+    // 28×28, 1 thread: 51 → 42 µs for 96 planes). Blocks of 8 were 7×
+    // slower: the compiler no longer kept them in registers.
+    let whole = len / BLOCK * BLOCK;
     let mut c = 0;
     while c < outputs {
         // Tiles of 4 channels × 4 vectors: 16 accumulators. (Wider tiles
         // of 8 channels × 2 vectors lost their accumulators to the stack:
-        // the compiler vectorised across the channels instead.) Narrower
-        // tiles take 2 vectors: depthwise planes of 14×14 ran 25 % slower
-        // in blocks of 4 (more positions past the last output).
+        // the compiler vectorised across the channels instead.)
         c += match outputs - c {
-            1 => tile.run::<1, 2>(c, dst),
-            2 => tile.run::<2, 2>(c, dst),
-            3 => tile.run::<3, 2>(c, dst),
-            _ => tile.run::<4, VECTORS>(c, dst),
+            1 => tile.narrow::<1>(c, dst, whole),
+            2 => tile.narrow::<2>(c, dst, whole),
+            3 => tile.narrow::<3>(c, dst, whole),
+            _ => tile.run::<4, VECTORS>(c, dst, 0..len),
         };
     }
 }
@@ -285,15 +292,28 @@ impl<T: Fma> Tile<'_, T> {
         a
     }
 
-    /// Outputs `c0 .. c0 + CO` of [`correlate`], `NV` vectors of positions
-    /// at a time, the `CO × NV` accumulators held in registers across
-    /// input planes and taps. Returns `CO`.
+    /// [`run`](Self::run) for fewer than 4 outputs: blocks of 4 vectors
+    /// up to `whole`, then of 2. Returns `CO`.
     #[inline(always)]
-    fn run<const CO: usize, const NV: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
-        let [pitch, len] = self.pitch_len;
+    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], whole: usize) -> usize {
+        self.run::<CO, VECTORS>(c0, dst, 0..whole);
+        self.run::<CO, 2>(c0, dst, whole..self.pitch_len[1])
+    }
+
+    /// Outputs `c0 .. c0 + CO` of [`correlate`] at positions `positions`,
+    /// `NV` vectors of positions at a time, the `CO × NV` accumulators held
+    /// in registers across input planes and taps. Returns `CO`.
+    #[inline(always)]
+    fn run<const CO: usize, const NV: usize>(
+        &self,
+        c0: usize,
+        dst: &mut [T],
+        positions: std::ops::Range<usize>,
+    ) -> usize {
+        let pitch = self.pitch_len[0];
         let bias: [T; CO] =
             std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
-        for start in (0..len).step_by(NV * LANES) {
+        for start in positions.step_by(NV * LANES) {
             let a = self.sums::<CO, NV>(c0, start, bias);
             for (c, row) in a.iter().enumerate() {
                 let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
