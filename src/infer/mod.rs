@@ -281,12 +281,14 @@ impl Builder {
         } else if dst.channels == spec.out_channels
             && shape.group_in() > 1
             && shape.group_out() >= pointwise::MR
-            && self.batch * spec.groups < 2 * rayon::current_num_threads()
+            && (spec.groups == 1 || self.batch * spec.groups < 2 * rayon::current_num_threads())
         {
             // The pointwise kernel over the im2col matrix when each group
-            // fills its register tiles and there are too few (image,
-            // group) tasks for the direct kernel's parallelism (the stem
-            // at batch 1).
+            // fills its register tiles, and either the conv is dense (the
+            // stems: at batch 32 ShuffleNet's took 11.4–11.7 ms through
+            // the direct kernel, which applies ReLU in a second pass, and
+            // 6.1–6.6 ms so) or there are too few (image, group) tasks for
+            // the direct kernel's parallelism.
             Step::Unfolded {
                 shape,
                 weight: PackedWeights::new(&pointwise::unfolded_shape(&shape), &spec.weight)?,
