@@ -143,8 +143,9 @@ impl Geometry {
                 }
             }
             &Rows::Pairs { width, ref rows } => {
-                // Two passes of masked loads and permutes: as fast here as
-                // a split in one pass over the row.
+                // Two passes of masked loads and permutes: a split in one
+                // pass over the row made inference's depthwise 3×3/2
+                // layers 5–15 % slower.
                 let [ne, no] = [width.div_ceil(2), width / 2];
                 for &(s, even, odd) in rows {
                     let row = &src[s..][..width];
