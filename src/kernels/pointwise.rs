@@ -458,19 +458,27 @@ fn pack<T: Fma>(b: &Block<T>, cols: std::ops::Range<usize>, xs: &mut [T]) {
 /// Stores the tile of rows `r0..r0 + MR` (those of the block) × columns
 /// `cols` through the epilogue.
 #[inline(always)]
-fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc: [[T; NR]; MR]) {
+fn store_tile<T: Fma>(
+    b: &Block<T>,
+    r0: usize,
+    cols: std::ops::Range<usize>,
+    mut acc: [[T; NR]; MR],
+) {
     let width = cols.len();
-    for (r, mut v) in acc.into_iter().enumerate().take(b.rows.end - r0) {
-        let at = b.dst_base + (r0 + r) * b.dst_row_stride + cols.start;
+    let rows = MR.min(b.rows.end - r0);
+    let at = |r: usize| b.dst_base + (r0 + r) * b.dst_row_stride + cols.start;
+    // The epilogue of every row first, then the stores, so that no
+    // residual load waits behind a store to the rows before it (in place,
+    // the residual is the destination).
+    for (r, v) in acc.iter_mut().enumerate().take(rows) {
         // Whole-tile passes (branches outside the loops), so that each
         // vectorises; then one store of the valid columns.
         let bias = b.bias[r0 + r];
         v.iter_mut().for_each(|v| *v = *v + bias);
         if let Some(res) = b.residual {
-            // SAFETY: as for `out` below; this view ends before `out`
-            // writes the same elements (in place) or other ones.
-            add_row(&mut v, unsafe {
-                std::slice::from_raw_parts(res.add(at), width)
+            // SAFETY: as for `out` below; this view ends before any store.
+            add_row(v, unsafe {
+                std::slice::from_raw_parts(res.add(at(r)), width)
             });
         }
         if b.relu {
@@ -479,10 +487,12 @@ fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc
                 *v = if *v < T::zero() { T::zero() } else { *v };
             });
         }
+    }
+    for (r, v) in acc.iter().enumerate().take(rows) {
         // SAFETY: `forward` builds blocks whose destination elements are
         // in bounds and written by no other task.
-        let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at), width) };
-        store_row(&v, out);
+        let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at(r)), width) };
+        store_row(v, out);
     }
 }
 
