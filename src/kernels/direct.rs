@@ -155,16 +155,22 @@ fn forward_isa(
             || p.scratch(),
             |scratch, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
-                if task + 1 < s.batch * s.groups {
-                    let next = task + 1;
-                    crate::simd::prefetch(s.input_group(x, next / s.groups, next % s.groups));
-                }
+                prefetch_next_task(x, p.cig * p.plane_in, task);
                 let (xs, ws) = (s.input_group(x, n, g), s.weight_group(&wt, g));
                 let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
                 forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
             },
         );
     Ok(())
+}
+
+/// Prefetches the planes that the task after `task` reads, where `data`
+/// holds `len` values per (image, group) task in task order (an NCHW
+/// input or output gradient: the next task's are the next `len` values).
+fn prefetch_next_task(data: &[f32], len: usize, task: usize) {
+    if let Some(next) = data.get((task + 1) * len..(task + 2) * len) {
+        crate::simd::prefetch(next);
+    }
 }
 
 /// Pads the `cig` input planes of `x` into `padded` (one plane per
@@ -231,25 +237,16 @@ fn correlate<T: Fma>(
         outputs,
         pitch_len,
     };
-    let len = pitch_len[1];
-    // Narrower tiles run 4 vectors of positions where a whole block
-    // remains and 2 for the rest (depthwise planes of 14×14 ran 25 % slower
-    // in blocks of 4 only: more positions past the last output). With
-    // blocks of 2 only, one channel had two chains of dependent
-    // multiply-adds, too few to keep the FMA units busy (depthwise 3×3 on
-    // 28×28, 1 thread: 51 → 42 µs for 96 planes). Blocks of 8 were 7×
-    // slower: the compiler no longer kept them in registers.
-    let whole = len / BLOCK * BLOCK;
     let mut c = 0;
     while c < outputs {
         // Tiles of 4 channels × 4 vectors: 16 accumulators. (Wider tiles
         // of 8 channels × 2 vectors lost their accumulators to the stack:
         // the compiler vectorised across the channels instead.)
         c += match outputs - c {
-            1 => tile.narrow::<1>(c, dst, whole),
-            2 => tile.narrow::<2>(c, dst, whole),
-            3 => tile.narrow::<3>(c, dst, whole),
-            _ => tile.run::<4, VECTORS>(c, dst, 0..len),
+            1 => tile.narrow::<1>(c, dst),
+            2 => tile.narrow::<2>(c, dst),
+            3 => tile.narrow::<3>(c, dst),
+            _ => tile.run::<4, VECTORS>(c, dst, 0..pitch_len[1]),
         };
     }
 }
@@ -293,11 +290,20 @@ impl<T: Fma> Tile<'_, T> {
     }
 
     /// [`run`](Self::run) for fewer than 4 outputs: blocks of 4 vectors
-    /// up to `whole`, then of 2. Returns `CO`.
+    /// while whole ones remain, then of 2. Returns `CO`.
+    ///
+    /// Blocks of 2 only (depthwise planes of 14×14 ran 25 % slower in
+    /// blocks of 4 only: more positions past the last output) left one
+    /// channel two chains of dependent multiply-adds, too few to keep the
+    /// FMA units busy (depthwise 3×3 on 28×28, 1 thread: 51 → 42 µs for
+    /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
+    /// them in registers.
     #[inline(always)]
-    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], whole: usize) -> usize {
+    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
+        let len = self.pitch_len[1];
+        let whole = len / BLOCK * BLOCK;
         self.run::<CO, VECTORS>(c0, dst, 0..whole);
-        self.run::<CO, 2>(c0, dst, whole..self.pitch_len[1])
+        self.run::<CO, 2>(c0, dst, whole..len)
     }
 
     /// Outputs `c0 .. c0 + CO` of [`correlate`] at positions `positions`,
@@ -383,10 +389,7 @@ fn backward_isa(
                 || p.scratch(),
                 |scratch, (task, dx)| {
                     let (n, g) = (task / s.groups, task % s.groups);
-                    if task + 1 < s.batch * s.groups {
-                        let next = task + 1;
-                        crate::simd::prefetch(s.output_group(dy, next / s.groups, next % s.groups));
-                    }
+                    prefetch_next_task(dy, p.cog * p.plane_out, task);
                     input_grad_group_isa(isa, &p, s.output_group(dy, n, g), &wts, g, scratch, dx);
                 },
             );

@@ -186,11 +186,18 @@ pub fn forward(
 ) -> Result<()> {
     let input = s.batch * s.in_channels * s.plane;
     check(s, w, [x.len(), input], &ep, &place, y)?;
-    let k = s.depth();
-    run(s, w, ep, place, y, |n, g| {
-        Columns::Rows(&x[(n * s.in_channels + g * k) * s.plane..][..k * s.plane])
-    });
+    run(s, w, ep, place, y, group_rows(s, x));
     Ok(())
+}
+
+/// Where image `n`, group `g` reads its right-hand side when it is the
+/// group's channels of `x` (`[N, C_in, P]`).
+fn group_rows<'x>(
+    s: &PointwiseShape,
+    x: &'x [f32],
+) -> impl Fn(usize, usize) -> Columns<'x, f32> + Sync {
+    let (channels, k, p) = (s.in_channels, s.depth(), s.plane);
+    move |n, g| Columns::Rows(&x[(n * channels + g * k) * p..][..k * p])
 }
 
 /// The pointwise product that a spatial convolution `c` is over its
@@ -252,10 +259,7 @@ pub fn forward_unfolded(
             let (n, c_in) = (row / c.in_channels, row % c.in_channels);
             unfold.row(group_input(n, c_in / cig), c_in % cig, dst);
         });
-    let k = s.depth();
-    run(&s, w, ep, place, y, |n, g| {
-        Columns::Rows(&cols[(n * s.in_channels + g * k) * s.plane..][..k * s.plane])
-    });
+    run(&s, w, ep, place, y, group_rows(&s, cols));
     Ok(())
 }
 
