@@ -281,7 +281,9 @@ impl Builder {
         } else if dst.channels == spec.out_channels
             && shape.group_in() > 1
             && shape.group_out() >= pointwise::MR
-            && (spec.groups == 1 || self.batch * spec.groups < 2 * rayon::current_num_threads())
+            && (spec.groups == 1
+                || self.batch * spec.groups < 2 * rayon::current_num_threads()
+                || pointwise::channels_in_vectors(&pointwise::unfolded_shape(&shape)))
         {
             // The pointwise kernel over the im2col matrix when each group
             // fills its register tiles, and either the conv is dense (the

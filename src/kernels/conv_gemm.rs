@@ -401,8 +401,22 @@ impl Unfold {
 
     /// Row `row` of [`im2col`] (`H_out · W_out` values) into `dst`.
     pub(crate) fn row<T: Scalar>(&self, x: &[T], row: usize, dst: &mut [T]) {
-        for (oy, dst) in dst.chunks_exact_mut(self.out_w).enumerate() {
-            self.segment(x, row, oy, 0, dst);
+        self.columns(x, row, 0, dst);
+    }
+
+    /// Row `row` of [`im2col`], columns `first .. first + dst.len()`
+    /// (across output rows), into `dst`.
+    #[inline(always)]
+    pub(crate) fn columns<T: Scalar>(&self, x: &[T], row: usize, first: usize, dst: &mut [T]) {
+        let mut c = first;
+        let mut dst = dst;
+        while !dst.is_empty() {
+            let (oy, ox) = (c / self.out_w, c % self.out_w);
+            let len = (self.out_w - ox).min(dst.len());
+            let (piece, rest) = std::mem::take(&mut dst).split_at_mut(len);
+            self.segment(x, row, oy, ox, piece);
+            c += piece.len();
+            dst = rest;
         }
     }
 

@@ -13,7 +13,8 @@
 //! positions: the tile's sums stay in vector registers over the whole
 //! reduction (weights broadcast from a packed panel, inputs read in place,
 //! a row of `NR` positions per input channel), then get the epilogue and
-//! are stored once.
+//! are stored once. Planes that fill few tiles of `NR` positions (7 × 7,
+//! 14 × 14) put output channels in the vectors instead (module `wide`).
 
 use super::Conv2dShape;
 use super::conv_gemm::Unfold;
@@ -21,10 +22,23 @@ use crate::error::{Error, Result};
 use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
 use rayon::prelude::*;
 
+mod wide;
+
 /// Output channels per register tile.
 pub const MR: usize = 8;
 /// Positions per register tile: two AVX-512 vectors.
 const NR: usize = 2 * LANES;
+/// Output channels per register tile of the channel-vectorised layout
+/// (two AVX-512 vectors), for planes that fill tiles of [`NR`] positions
+/// poorly (7 × 7, 14 × 14).
+const WIDE: usize = 2 * LANES;
+/// Positions per register tile of the channel-vectorised layout: 7 × 7,
+/// 14 × 14 and 28 × 28 planes are whole tiles.
+const PT: usize = 7;
+/// Input channels per pass of the channel-vectorised layout: its panel
+/// of `KC × WIDE` weights (16 KiB) stays in the L1 cache while the
+/// position tiles sweep over it.
+const KC: usize = 128;
 
 /// The sizes of one pointwise layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,13 +146,16 @@ pub enum Residual<'a> {
 }
 
 /// The weights of a pointwise layer packed for [`forward`]: per group,
-/// panels of [`MR`] output channels, input-channel major
-/// (`panel[k · MR + r]` is row `r` of the panel at input channel `k`),
-/// zero past the group's last row.
+/// panels of `width` output channels, input-channel major
+/// (`panel[k · width + r]` is row `r` of the panel at input channel `k`),
+/// zero past the group's last row. The width picks the kernel: [`MR`]
+/// (positions in vectors) or, on planes that fill few tiles of [`NR`]
+/// positions, [`WIDE`] (output channels in vectors).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedWeights {
     data: Vec<f32>,
     shape: PointwiseShape,
+    width: usize,
 }
 
 impl PackedWeights {
@@ -154,23 +171,52 @@ impl PackedWeights {
                 s.out_channels * k
             )));
         }
-        let panels = m.div_ceil(MR);
-        let mut data = vec![0.0; s.groups * panels * k * MR];
+        let width = panel_width(s);
+        let panels = m.div_ceil(width);
+        let mut data = vec![0.0; s.groups * panels * k * width];
         for g in 0..s.groups {
             for r in 0..m {
-                let panel = &mut data[((g * panels + r / MR) * k) * MR..][..k * MR];
+                let panel = &mut data[((g * panels + r / width) * k) * width..][..k * width];
                 for (c, &v) in w[(g * m + r) * k..][..k].iter().enumerate() {
-                    panel[c * MR + r % MR] = v;
+                    panel[c * width + r % width] = v;
                 }
             }
         }
-        Ok(PackedWeights { data, shape: *s })
+        Ok(PackedWeights {
+            data,
+            shape: *s,
+            width,
+        })
     }
 
     /// The panels of group `g`.
     fn group(&self, g: usize) -> &[f32] {
-        let len = self.shape.rows().div_ceil(MR) * self.shape.depth() * MR;
+        let len = self.shape.rows().div_ceil(self.width) * self.shape.depth() * self.width;
         &self.data[g * len..][..len]
+    }
+}
+
+/// The panel width for layers of shape `s`: [`WIDE`] where its tiles
+/// compute at least 5 % fewer padding values than tiles of [`MR`] ×
+/// [`NR`] (ResNeXt-50's 14 × 14 and 7 × 7 layers: 196 positions in 7
+/// tiles of 32, 49 in 2), no padding rows, and enough input channels to
+/// pay for the transposing stores: at most one value stored per 256
+/// multiply-adds (ShuffleNet g1's 72 → 288 layer on 14 × 14 took 0.12
+/// instead of 0.05 ms so).
+/// Whether layers of shape `s` put output channels in vectors (see
+/// [`PackedWeights`]).
+pub fn channels_in_vectors(s: &PointwiseShape) -> bool {
+    panel_width(s) == WIDE
+}
+
+fn panel_width(s: &PointwiseShape) -> usize {
+    let (m, p) = (s.rows(), s.plane);
+    let narrow = m.div_ceil(MR) * MR * p.div_ceil(NR) * NR;
+    let wide = m * p.div_ceil(PT) * PT;
+    if m % WIDE == 0 && s.depth() >= 256 && 20 * wide < 19 * narrow {
+        WIDE
+    } else {
+        MR
     }
 }
 
@@ -275,7 +321,7 @@ fn run<'x>(
     columns: impl Fn(usize, usize) -> Columns<'x, f32> + Sync,
 ) {
     let (k, p) = (s.depth(), s.plane);
-    let grid = Grid::new(s);
+    let grid = Grid::new(s, w.width);
     let tasks = s.batch * s.groups * grid.row_blocks * grid.col_blocks;
     let dst = SharedMut(y.as_mut_ptr());
     (0..tasks).into_par_iter().for_each_init(Vec::new, |xs, t| {
@@ -284,6 +330,7 @@ fn run<'x>(
         let (g, n) = (t % s.groups, t / s.groups);
         let block = Block {
             panels: w.group(g),
+            width: w.width,
             k,
             x: columns(n, g),
             p,
@@ -325,6 +372,8 @@ pub(crate) enum Columns<'a, T> {
 pub(crate) struct Block<'a, T> {
     /// The group's packed panels.
     panels: &'a [T],
+    /// Output channels per panel: [`MR`] or [`WIDE`].
+    width: usize,
     /// Input channels per group.
     k: usize,
     /// The group's `[k, p]` right-hand side.
@@ -349,6 +398,9 @@ pub(crate) struct Block<'a, T> {
 /// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
 fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
+    if b.width == WIDE {
+        return wide::block(b, xs);
+    }
     // The inputs of each column tile are copied into one contiguous
     // `[k × NR]` panel (zero-padded past the last column): the rows of the
     // input are `p` apart, often a multiple of 4 KiB, and would evict each
@@ -652,7 +704,7 @@ fn check_lens(
 
 /// How one (image, group) product is cut into task blocks: enough tasks to
 /// keep every thread busy at batch 1, blocks of whole tiles, at least
-/// [`MR`] × 2 [`NR`].
+/// one panel of rows × 2 [`NR`].
 struct Grid {
     rows: usize,
     cols: usize,
@@ -661,11 +713,12 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(s: &PointwiseShape) -> Grid {
+    /// The grid for panels of `width` rows.
+    fn new(s: &PointwiseShape, width: usize) -> Grid {
         let threads = rayon::current_num_threads();
         let base = (s.batch * s.groups).max(1);
         let want = if threads > 1 { 2 * threads } else { 1 };
-        let (row_tiles, col_tiles) = (s.rows().div_ceil(MR), s.plane.div_ceil(NR));
+        let (row_tiles, col_tiles) = (s.rows().div_ceil(width), s.plane.div_ceil(NR));
         // Split the larger operand, so that each task reads its own part of
         // it: the inputs (columns) on large planes, the weights (rows) on
         // small ones.
@@ -681,7 +734,7 @@ impl Grid {
             let (col_blocks, row_blocks) = split(col_tiles / 2, row_tiles);
             (row_blocks, col_blocks)
         };
-        let rows = row_tiles.div_ceil(row_blocks) * MR;
+        let rows = row_tiles.div_ceil(row_blocks) * width;
         let cols = col_tiles.div_ceil(col_blocks) * NR;
         Grid {
             rows,
@@ -726,6 +779,12 @@ mod tests {
             (2, [6, 16, 2], [6, 3], [3, 5], [[1, 2], [2, 2], [1, 1]]),
             // Strided 1×1 (its matrix gathered first), with groups.
             (2, [12, 16, 2], [9, 10], [1, 1], [[2, 2], [0, 0], [1, 1]]),
+            // Small planes, output channels in vectors: 7 × 7 (whole
+            // position tiles, three passes over the 288 rows) and 5 × 8
+            // (a short last tile), with and without stride.
+            (1, [64, 64, 2], [7, 7], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            (2, [64, 64, 2], [14, 14], [3, 3], [[2, 2], [1, 1], [1, 1]]),
+            (1, [32, 32, 1], [5, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
         ];
         for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
             let c = test_shape(batch, channels, input, kernel, geometry);
@@ -738,6 +797,7 @@ mod tests {
                         relu: false,
                     };
                     let packed = PackedWeights::new(&unfolded_shape(&c), w)?;
+                    assert_eq!(packed.width == WIDE, i >= 6, "{c:?}");
                     forward_unfolded(&c, x, &packed, ep, y, &mut Vec::new())
                 });
             }
@@ -773,7 +833,14 @@ mod tests {
             // At least twice as many rows as input channels (k ≥ 64): row
             // tiles swept along all packed column tiles (short last tiles).
             (1, 64, 130, 300, 1),
+            // Output channels in vectors (small planes): whole position
+            // tiles read in place over three passes of input channels; a
+            // short last tile; column blocks of 64 and 36 positions.
+            (1, 300, 64, 49, 1),
+            (2, 600, 128, 20, 2),
+            (1, 256, 32, 100, 1),
         ];
+        let mut widths = Vec::new();
         for (batch, cin, cout, plane, groups) in shapes {
             let s = PointwiseShape {
                 batch,
@@ -787,6 +854,7 @@ mod tests {
                 data(cout * cin / groups, 2),
                 data(cout, 3),
             );
+            widths.push(PackedWeights::new(&s, &w).unwrap().width);
             for (place, residual, relu) in [
                 (Placement::contiguous(&s, cout, 0), false, false),
                 (Placement::contiguous(&s, cout + 7, 5), false, true),
@@ -830,6 +898,9 @@ mod tests {
                 }
             }
         }
+        // Both layouts ran.
+        let (n, w) = (MR, WIDE);
+        assert_eq!(widths, [n, n, n, n, n, n, n, n, n, n, w, w, w]);
     }
 
     #[test]
