@@ -424,6 +424,54 @@ impl Unfold {
     pub(crate) fn out_w(&self) -> usize {
         self.out_w
     }
+
+    /// The column stride.
+    pub(crate) fn stride_w(&self) -> usize {
+        self.s.stride[1]
+    }
+
+    /// Height and width of a zero-padded input plane.
+    fn padded_size(&self) -> [usize; 2] {
+        let (s, p) = (self.s.input, self.s.padding);
+        [s[0] + 2 * p[0], s[1] + 2 * p[1]]
+    }
+
+    /// Values in the group's zero-padded input planes (see [`Unfold::pad`]).
+    pub(crate) fn padded_len(&self) -> usize {
+        let [h, w] = self.padded_size();
+        self.s.group_in() * h * w
+    }
+
+    /// The group's input planes `x`, zero-padded, into `dst` (at least
+    /// [`Unfold::padded_len`] values, zero past them): matrix row `r`
+    /// at column `c` is then `dst[padded_row(r) + padded_column(c)]`.
+    pub(crate) fn pad<T: Scalar>(&self, x: &[T], dst: &mut [T]) {
+        let ([h, w], [ph, pw]) = (self.s.input, self.s.padding);
+        let width = self.padded_size()[1];
+        dst.fill(T::zero());
+        let plane = self.padded_size()[0] * width;
+        for (c, src) in x.chunks_exact(h * w).enumerate() {
+            for (iy, row) in src.chunks_exact(w).enumerate() {
+                dst[c * plane + (iy + ph) * width + pw..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Where matrix row `(c · kH + ky) · kW + kx` reads output position 0
+    /// in the padded planes.
+    pub(crate) fn padded_row(&self, r: usize) -> usize {
+        let ([kh, kw], d) = (self.s.kernel, self.s.dilation);
+        let [h, w] = self.padded_size();
+        let (c, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
+        c * h * w + ky * d[0] * w + kx * d[1]
+    }
+
+    /// How far output position `col` (`oy · W_out + ox`) reads from
+    /// output position 0 in the padded planes.
+    pub(crate) fn padded_column(&self, col: usize) -> usize {
+        let (oy, ox) = (col / self.out_w, col % self.out_w);
+        oy * self.s.stride[0] * self.padded_size()[1] + ox * self.s.stride[1]
+    }
 }
 
 /// The adjoint of [`im2col`]: adds every column-buffer value onto the

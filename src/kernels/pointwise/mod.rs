@@ -779,11 +779,13 @@ mod tests {
             (2, [6, 16, 2], [6, 3], [3, 5], [[1, 2], [2, 2], [1, 1]]),
             // Strided 1×1 (its matrix gathered first), with groups.
             (2, [12, 16, 2], [9, 10], [1, 1], [[2, 2], [0, 0], [1, 1]]),
-            // Small planes, output channels in vectors: 7 × 7 (whole
-            // position tiles, three passes over the 288 rows) and 5 × 8
-            // (a short last tile), with and without stride.
+            // Small planes, output channels in vectors: 7 × 7 read from
+            // the padded input (three passes over the 288 rows; stride 2;
+            // dilation with asymmetric padding), and 5 × 8 (rows not whole
+            // tiles: the matrix gathered, a short last tile).
             (1, [64, 64, 2], [7, 7], [3, 3], [[1, 1], [1, 1], [1, 1]]),
             (2, [64, 64, 2], [14, 14], [3, 3], [[2, 2], [1, 1], [1, 1]]),
+            (1, [64, 64, 2], [9, 11], [3, 3], [[1, 1], [1, 0], [2, 2]]),
             (1, [32, 32, 1], [5, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
         ];
         for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
