@@ -283,7 +283,7 @@ impl Builder {
             && shape.group_out() >= pointwise::MR
             && (spec.groups == 1
                 || self.batch * spec.groups < 2 * rayon::current_num_threads()
-                || pointwise::channels_in_vectors(&pointwise::unfolded_shape(&shape)))
+                || pointwise::unfolded_in_vectors(&shape))
         {
             // The pointwise kernel over the im2col matrix when each group
             // fills its register tiles, and either the conv is dense (the
@@ -293,7 +293,7 @@ impl Builder {
             // the direct kernel's parallelism.
             Step::Unfolded {
                 shape,
-                weight: PackedWeights::new(&pointwise::unfolded_shape(&shape), &spec.weight)?,
+                weight: PackedWeights::unfolded(&shape, &spec.weight)?,
                 bias: spec.bias,
                 relu: ep.relu,
                 residual,

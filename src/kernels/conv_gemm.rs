@@ -335,6 +335,12 @@ pub(crate) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
     }
 }
 
+/// Height and width of an input plane of `s` with its zero padding.
+fn padded_size(s: &Conv2dShape) -> [usize; 2] {
+    let (i, p) = (s.input, s.padding);
+    [i[0] + 2 * p[0], i[1] + 2 * p[1]]
+}
+
 /// [`im2col`]'s rows, piece by piece: the inference kernel fills its
 /// column tiles straight from the input with it, without the buffer.
 pub(crate) struct Unfold {
@@ -343,19 +349,27 @@ pub(crate) struct Unfold {
     /// Per row `(c · kH + ky) · kW + kx`: `c`, `ky`, and
     /// [`valid_columns`] of `kx`.
     rows: Vec<(usize, usize, (usize, usize, usize))>,
+    /// Per row, where it reads output position 0 in the zero-padded
+    /// input planes (see [`Unfold::pad`]).
+    padded_rows: Vec<usize>,
 }
 
 impl Unfold {
     pub(crate) fn new(s: &Conv2dShape) -> Unfold {
         let [kh, kw] = s.kernel;
         let columns: Vec<_> = (0..kw).map(|kx| valid_columns(s, kx)).collect();
-        let rows = (0..s.group_in() * kh * kw)
+        let rows: Vec<_> = (0..s.group_in() * kh * kw)
             .map(|row| (row / (kh * kw), row / kw % kh, columns[row % kw]))
+            .collect();
+        let [h, w] = padded_size(s);
+        let padded_rows = (0..rows.len())
+            .map(|r| (r / (kh * kw) * h + r / kw % kh * s.dilation[0]) * w + r % kw * s.dilation[1])
             .collect();
         Unfold {
             s: *s,
             out_w: s.output()[1],
             rows,
+            padded_rows,
         }
     }
 
@@ -430,47 +444,44 @@ impl Unfold {
         self.s.stride[1]
     }
 
-    /// Height and width of a zero-padded input plane.
-    fn padded_size(&self) -> [usize; 2] {
-        let (s, p) = (self.s.input, self.s.padding);
-        [s[0] + 2 * p[0], s[1] + 2 * p[1]]
-    }
-
     /// Values in the group's zero-padded input planes (see [`Unfold::pad`]).
     pub(crate) fn padded_len(&self) -> usize {
-        let [h, w] = self.padded_size();
+        let [h, w] = padded_size(&self.s);
         self.s.group_in() * h * w
     }
 
     /// The group's input planes `x`, zero-padded, into `dst` (at least
     /// [`Unfold::padded_len`] values, zero past them): matrix row `r`
     /// at column `c` is then `dst[padded_row(r) + padded_column(c)]`.
+    #[inline(always)]
     pub(crate) fn pad<T: Scalar>(&self, x: &[T], dst: &mut [T]) {
         let ([h, w], [ph, pw]) = (self.s.input, self.s.padding);
-        let width = self.padded_size()[1];
+        let [height, width] = padded_size(&self.s);
         dst.fill(T::zero());
-        let plane = self.padded_size()[0] * width;
-        for (c, src) in x.chunks_exact(h * w).enumerate() {
-            for (iy, row) in src.chunks_exact(w).enumerate() {
-                dst[c * plane + (iy + ph) * width + pw..][..w].copy_from_slice(row);
+        for (src, dst) in x
+            .chunks_exact(h * w)
+            .zip(dst.chunks_exact_mut(height * width))
+        {
+            for (src, dst) in src
+                .chunks_exact(w)
+                .zip(dst[ph * width + pw..].chunks_mut(width))
+            {
+                crate::simd::copy(&mut dst[..w], src);
             }
         }
     }
 
-    /// Where matrix row `(c · kH + ky) · kW + kx` reads output position 0
-    /// in the padded planes.
-    pub(crate) fn padded_row(&self, r: usize) -> usize {
-        let ([kh, kw], d) = (self.s.kernel, self.s.dilation);
-        let [h, w] = self.padded_size();
-        let (c, ky, kx) = (r / (kh * kw), r / kw % kh, r % kw);
-        c * h * w + ky * d[0] * w + kx * d[1]
+    /// Per matrix row `(c · kH + ky) · kW + kx`, where it reads output
+    /// position 0 in the padded planes.
+    pub(crate) fn padded_rows(&self) -> &[usize] {
+        &self.padded_rows
     }
 
     /// How far output position `col` (`oy · W_out + ox`) reads from
     /// output position 0 in the padded planes.
     pub(crate) fn padded_column(&self, col: usize) -> usize {
         let (oy, ox) = (col / self.out_w, col % self.out_w);
-        oy * self.s.stride[0] * self.padded_size()[1] + ox * self.s.stride[1]
+        oy * self.s.stride[0] * padded_size(&self.s)[1] + ox * self.s.stride[1]
     }
 }
 

@@ -29,8 +29,8 @@ pub const MR: usize = 8;
 /// Positions per register tile: two AVX-512 vectors.
 const NR: usize = 2 * LANES;
 /// Output channels per register tile of the channel-vectorised layout
-/// (two AVX-512 vectors), for planes that fill tiles of [`NR`] positions
-/// poorly (7 × 7, 14 × 14).
+/// (two AVX-512 vectors, or one: [`LANES`]), for planes that fill tiles of
+/// [`NR`] positions poorly (7 × 7, 14 × 14).
 const WIDE: usize = 2 * LANES;
 /// Positions per register tile of the channel-vectorised layout: 7 × 7,
 /// 14 × 14 and 28 × 28 planes are whole tiles.
@@ -150,7 +150,7 @@ pub enum Residual<'a> {
 /// (`panel[k · width + r]` is row `r` of the panel at input channel `k`),
 /// zero past the group's last row. The width picks the kernel: [`MR`]
 /// (positions in vectors) or, on planes that fill few tiles of [`NR`]
-/// positions, [`WIDE`] (output channels in vectors).
+/// positions, [`WIDE`] or [`LANES`] (output channels in vectors).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedWeights {
     data: Vec<f32>,
@@ -162,6 +162,17 @@ impl PackedWeights {
     /// Packs `w` (`[C_out, C_in / groups]`) for layers of shape `s` (any
     /// batch and plane).
     pub fn new(s: &PointwiseShape, w: &[f32]) -> Result<PackedWeights> {
+        PackedWeights::pack(s, w, panel_width(s, POINTWISE))
+    }
+
+    /// Packs `w` (`[C_out, C_in / groups, kH, kW]`) for
+    /// [`forward_unfolded`] with convolutions of shape `c` (any batch).
+    pub fn unfolded(c: &Conv2dShape, w: &[f32]) -> Result<PackedWeights> {
+        let s = unfolded_shape(c);
+        PackedWeights::pack(&s, w, panel_width(&s, UNFOLDED))
+    }
+
+    fn pack(s: &PointwiseShape, w: &[f32], width: usize) -> Result<PackedWeights> {
         check_groups(s)?;
         let (m, k) = (s.rows(), s.depth());
         if w.len() != s.out_channels * k {
@@ -171,7 +182,6 @@ impl PackedWeights {
                 s.out_channels * k
             )));
         }
-        let width = panel_width(s);
         let panels = m.div_ceil(width);
         let mut data = vec![0.0; s.groups * panels * k * width];
         for g in 0..s.groups {
@@ -196,28 +206,56 @@ impl PackedWeights {
     }
 }
 
-/// The panel width for layers of shape `s`: [`WIDE`] where its tiles
-/// compute at least 5 % fewer padding values than tiles of [`MR`] ×
-/// [`NR`] (ResNeXt-50's 14 × 14 and 7 × 7 layers: 196 positions in 7
-/// tiles of 32, 49 in 2), no padding rows, and enough input channels to
-/// pay for the transposing stores: at most one value stored per 256
-/// multiply-adds (ShuffleNet g1's 72 → 288 layer on 14 × 14 took 0.12
-/// instead of 0.05 ms so).
-/// Whether layers of shape `s` put output channels in vectors (see
-/// [`PackedWeights`]).
-pub fn channels_in_vectors(s: &PointwiseShape) -> bool {
-    panel_width(s) == WIDE
+/// Whether [`PackedWeights::unfolded`] puts the output channels of
+/// convolutions of shape `c` in vectors.
+pub fn unfolded_in_vectors(c: &Conv2dShape) -> bool {
+    panel_width(&unfolded_shape(c), UNFOLDED) != MR
 }
 
-fn panel_width(s: &PointwiseShape) -> usize {
+/// When a 1×1 layer puts output channels in vectors: panels of [`WIDE`]
+/// rows only (ShuffleNet g1's 576 → 144 layer on 7 × 7 in panels of 16
+/// rows took 0.09 instead of 0.055 ms: 9 panels, 3 tasks for 2 threads),
+/// and at least 256 input channels per group, below which the
+/// transposing stores cost as much as the multiply-adds they save
+/// (ShuffleNet g1's 72 → 288 layer on 14 × 14 took 0.12 instead of 0.05
+/// ms, its 144 → 576 layer on 7 × 7 0.055 instead of 0.048 ms).
+const POINTWISE: Vectors = Vectors {
+    widths: &[WIDE],
+    depth: 256,
+};
+
+/// The same for the im2col matrix of a spatial convolution, whose other
+/// path (the direct kernel) is slower: ResNeXt-50's 3×3 g32 layers with
+/// 16 channels per group (144 rows, panels of [`LANES`]) on 14 × 14 take
+/// 0.165 instead of 0.255 ms.
+const UNFOLDED: Vectors = Vectors {
+    widths: &[WIDE, LANES],
+    depth: 128,
+};
+
+/// Where a layer may put output channels in vectors: panels of one of
+/// `widths` rows, at least `depth` input channels per group.
+struct Vectors {
+    widths: &'static [usize],
+    depth: usize,
+}
+
+/// The panel width for layers of shape `s`: the first of `v.widths` that
+/// divides the rows of a group, where such tiles compute at least 5 %
+/// fewer padding values than tiles of [`MR`] × [`NR`] (ResNeXt-50's
+/// 14 × 14 and 7 × 7 layers: 196 positions in 7 tiles of 32, 49 in 2)
+/// and `s` has at least `v.depth` input channels per group; otherwise
+/// [`MR`].
+fn panel_width(s: &PointwiseShape, v: Vectors) -> usize {
     let (m, p) = (s.rows(), s.plane);
     let narrow = m.div_ceil(MR) * MR * p.div_ceil(NR) * NR;
     let wide = m * p.div_ceil(PT) * PT;
-    if m % WIDE == 0 && s.depth() >= 256 && 20 * wide < 19 * narrow {
-        WIDE
-    } else {
-        MR
-    }
+    let gains = s.depth() >= v.depth && 20 * wide < 19 * narrow;
+    v.widths
+        .iter()
+        .copied()
+        .find(|&w| gains && m.is_multiple_of(w))
+        .unwrap_or(MR)
 }
 
 /// `y[placement] = epilogue(conv1x1(x, w))`; destination channels outside
@@ -372,7 +410,7 @@ pub(crate) enum Columns<'a, T> {
 pub(crate) struct Block<'a, T> {
     /// The group's packed panels.
     panels: &'a [T],
-    /// Output channels per panel: [`MR`] or [`WIDE`].
+    /// Output channels per panel: [`MR`], [`WIDE`] or [`LANES`].
     width: usize,
     /// Input channels per group.
     k: usize,
@@ -398,8 +436,10 @@ pub(crate) struct Block<'a, T> {
 /// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
 fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
-    if b.width == WIDE {
-        return wide::block(b, xs);
+    match b.width {
+        WIDE => return wide::block::<T, 2>(b, xs),
+        LANES => return wide::block::<T, 1>(b, xs),
+        _ => {}
     }
     // The inputs of each column tile are copied into one contiguous
     // `[k × NR]` panel (zero-padded past the last column): the rows of the
@@ -781,13 +821,19 @@ mod tests {
             (2, [12, 16, 2], [9, 10], [1, 1], [[2, 2], [0, 0], [1, 1]]),
             // Small planes, output channels in vectors: 7 × 7 read from
             // the padded input (three passes over the 288 rows; stride 2;
-            // dilation with asymmetric padding), and 5 × 8 (rows not whole
-            // tiles: the matrix gathered, a short last tile).
+            // dilation with asymmetric padding; 16 rows per group, one
+            // vector), and 5 × 8 (rows not whole tiles: the matrix
+            // gathered, a short last tile).
             (1, [64, 64, 2], [7, 7], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            (1, [32, 32, 2], [14, 14], [3, 3], [[1, 1], [1, 1], [1, 1]]),
             (2, [64, 64, 2], [14, 14], [3, 3], [[2, 2], [1, 1], [1, 1]]),
             (1, [64, 64, 2], [9, 11], [3, 3], [[1, 1], [1, 0], [2, 2]]),
             (1, [32, 32, 1], [5, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
         ];
+        // The kernel each case runs: positions or output channels in
+        // vectors (the 7 × 7 stem's 23 × 21 output in panels of 16).
+        let (n, w, l) = (MR, WIDE, LANES);
+        let widths = [n, l, n, n, n, n, w, l, w, w, w];
         for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
             let c = test_shape(batch, channels, input, kernel, geometry);
             for bias in [false, true] {
@@ -798,8 +844,8 @@ mod tests {
                         residual: Residual::None,
                         relu: false,
                     };
-                    let packed = PackedWeights::new(&unfolded_shape(&c), w)?;
-                    assert_eq!(packed.width == WIDE, i >= 6, "{c:?}");
+                    let packed = PackedWeights::unfolded(&c, w)?;
+                    assert_eq!(packed.width, widths[i], "{c:?}");
                     forward_unfolded(&c, x, &packed, ep, y, &mut Vec::new())
                 });
             }
