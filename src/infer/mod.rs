@@ -289,8 +289,11 @@ impl Builder {
             // fills its register tiles, and either the conv is dense (the
             // stems: at batch 32 ShuffleNet's took 11.4–11.7 ms through
             // the direct kernel, which applies ReLU in a second pass, and
-            // 6.1–6.6 ms so) or there are too few (image, group) tasks for
-            // the direct kernel's parallelism.
+            // 6.1–6.6 ms so), or there are too few (image, group) tasks for
+            // the direct kernel's parallelism, or the plane is small and
+            // the matrix is read with output channels in vectors
+            // (ResNeXt-50's 3×3 g32 layers on 14×14 and 7×7: 0.26 and
+            // 0.53 ms through the direct kernel, 0.165 ms so).
             Step::Unfolded {
                 shape,
                 weight: PackedWeights::unfolded(&shape, &spec.weight)?,
