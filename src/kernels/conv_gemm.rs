@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::signal::Scalar;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// `y = conv2d(x, w) + bias` for float32 NCHW data; `y` must hold
 /// `batch × C_out × H_out × W_out` values. Same results as
@@ -450,23 +451,37 @@ impl Unfold {
         self.s.group_in() * h * w
     }
 
-    /// The group's input planes `x`, zero-padded, into `dst` (at least
-    /// [`Unfold::padded_len`] values, zero past them): matrix row `r`
-    /// at column `c` is then `dst[padded_row(r) + padded_column(c)]`.
+    /// The rows of the group's zero-padded input planes that output
+    /// columns `cols` (`oy · W_out + ox`) read, from the input planes `x`
+    /// into `dst` (at least [`Unfold::padded_len`] values; the rest left
+    /// as they are): matrix row `r` at column `c` is then
+    /// `dst[padded_rows()[r] + padded_column(c)]`.
     #[inline(always)]
-    pub(crate) fn pad<T: Scalar>(&self, x: &[T], dst: &mut [T]) {
+    pub(crate) fn pad<T: Scalar>(&self, x: &[T], cols: Range<usize>, dst: &mut [T]) {
         let ([h, w], [ph, pw]) = (self.s.input, self.s.padding);
         let [height, width] = padded_size(&self.s);
-        dst.fill(T::zero());
-        for (src, dst) in x
+        let (first, last) = (cols.start / self.out_w, (cols.end - 1) / self.out_w);
+        let rows = first * self.s.stride[0]
+            ..(last * self.s.stride[0] + (self.s.kernel[0] - 1) * self.s.dilation[0] + 1)
+                .min(height);
+        // Zero the rows (one fill where they are whole planes), then copy
+        // the input rows among them.
+        let planes = &mut dst[..self.padded_len()];
+        if rows.len() == height {
+            planes.fill(T::zero());
+        } else {
+            for plane in planes.chunks_exact_mut(height * width) {
+                plane[rows.start * width..rows.end * width].fill(T::zero());
+            }
+        }
+        let inputs = rows.start.clamp(ph, ph + h)..rows.end.clamp(ph, ph + h);
+        for (src, plane) in x
             .chunks_exact(h * w)
-            .zip(dst.chunks_exact_mut(height * width))
+            .zip(planes.chunks_exact_mut(height * width))
         {
-            for (src, dst) in src
-                .chunks_exact(w)
-                .zip(dst[ph * width + pw..].chunks_mut(width))
-            {
-                crate::simd::copy(&mut dst[..w], src);
+            for py in inputs.clone() {
+                let row = &src[(py - ph) * w..][..w];
+                crate::simd::copy(&mut plane[py * width + pw..][..w], row);
             }
         }
     }

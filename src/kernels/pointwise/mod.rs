@@ -169,7 +169,7 @@ impl PackedWeights {
     /// [`forward_unfolded`] with convolutions of shape `c` (any batch).
     pub fn unfolded(c: &Conv2dShape, w: &[f32]) -> Result<PackedWeights> {
         let s = unfolded_shape(c);
-        PackedWeights::pack(&s, w, panel_width(&s, UNFOLDED))
+        PackedWeights::pack(&s, w, panel_width(&s, unfolded_vectors(c)))
     }
 
     fn pack(s: &PointwiseShape, w: &[f32], width: usize) -> Result<PackedWeights> {
@@ -209,7 +209,7 @@ impl PackedWeights {
 /// Whether [`PackedWeights::unfolded`] puts the output channels of
 /// convolutions of shape `c` in vectors.
 pub fn unfolded_in_vectors(c: &Conv2dShape) -> bool {
-    panel_width(&unfolded_shape(c), UNFOLDED) != MR
+    panel_width(&unfolded_shape(c), unfolded_vectors(c)) != MR
 }
 
 /// When a 1×1 layer puts output channels in vectors: panels of [`WIDE`]
@@ -222,35 +222,52 @@ pub fn unfolded_in_vectors(c: &Conv2dShape) -> bool {
 const POINTWISE: Vectors = Vectors {
     widths: &[WIDE],
     depth: 256,
+    padded_reads: false,
 };
 
-/// The same for the im2col matrix of a spatial convolution, whose other
-/// path (the direct kernel) is slower: ResNeXt-50's 3×3 g32 layers with
-/// 16 channels per group (144 rows, panels of [`LANES`]) on 14 × 14 take
-/// 0.165 instead of 0.255 ms.
-const UNFOLDED: Vectors = Vectors {
-    widths: &[WIDE, LANES],
-    depth: 128,
-};
+/// The same for the im2col matrix of a spatial convolution `c`, whose
+/// other path (the direct kernel) is slower: ResNeXt-50's 3×3 g32 layers
+/// with 16 channels per group (144 rows, panels of [`LANES`]) on 14 × 14
+/// take 0.165 instead of 0.255 ms. Where the matrix can be read from the
+/// padded input in place of gathering it (see [`padded_reads`]), that
+/// alone pays: ResNeXt-50's 7×7/2 stem (112 × 112 outputs, no padding
+/// to save) 1.23–1.27 → 0.95 ms.
+fn unfolded_vectors(c: &Conv2dShape) -> Vectors {
+    Vectors {
+        widths: &[WIDE, LANES],
+        depth: 128,
+        padded_reads: padded_reads(c.output()[1], c.stride[1]),
+    }
+}
+
+/// Whether the channel-vectorised layout reads an im2col matrix from the
+/// zero-padded input planes: each tile lies in one output row (of
+/// `out_w` positions) and reads every `stride`-th input column, at most
+/// every other one.
+fn padded_reads(out_w: usize, stride: usize) -> bool {
+    out_w.is_multiple_of(PT) && stride <= 2
+}
 
 /// Where a layer may put output channels in vectors: panels of one of
-/// `widths` rows, at least `depth` input channels per group.
+/// `widths` rows, at least `depth` input channels per group; also
+/// without padding to save where `padded_reads`.
 struct Vectors {
     widths: &'static [usize],
     depth: usize,
+    padded_reads: bool,
 }
 
 /// The panel width for layers of shape `s`: the first of `v.widths` that
 /// divides the rows of a group, where such tiles compute at least 5 %
 /// fewer padding values than tiles of [`MR`] × [`NR`] (ResNeXt-50's
 /// 14 × 14 and 7 × 7 layers: 196 positions in 7 tiles of 32, 49 in 2)
-/// and `s` has at least `v.depth` input channels per group; otherwise
-/// [`MR`].
+/// (or `v.padded_reads`) and `s` has at least `v.depth` input channels
+/// per group; otherwise [`MR`].
 fn panel_width(s: &PointwiseShape, v: Vectors) -> usize {
     let (m, p) = (s.rows(), s.plane);
     let narrow = m.div_ceil(MR) * MR * p.div_ceil(NR) * NR;
     let wide = m * p.div_ceil(PT) * PT;
-    let gains = s.depth() >= v.depth && 20 * wide < 19 * narrow;
+    let gains = s.depth() >= v.depth && (20 * wide < 19 * narrow || v.padded_reads);
     v.widths
         .iter()
         .copied()
@@ -758,7 +775,10 @@ impl Grid {
         let threads = rayon::current_num_threads();
         let base = (s.batch * s.groups).max(1);
         let want = if threads > 1 { 2 * threads } else { 1 };
-        let (row_tiles, col_tiles) = (s.rows().div_ceil(width), s.plane.div_ceil(NR));
+        // Column blocks are whole tiles of the layout, and in the
+        // channel-vectorised one start on a tile of a padded read.
+        let unit = if width == MR { NR } else { 4 * PT };
+        let (row_tiles, col_tiles) = (s.rows().div_ceil(width), s.plane.div_ceil(unit));
         // Split the larger operand, so that each task reads its own part of
         // it: the inputs (columns) on large planes, the weights (rows) on
         // small ones.
@@ -775,7 +795,7 @@ impl Grid {
             (row_blocks, col_blocks)
         };
         let rows = row_tiles.div_ceil(row_blocks) * width;
-        let cols = col_tiles.div_ceil(col_blocks) * NR;
+        let cols = col_tiles.div_ceil(col_blocks) * unit;
         Grid {
             rows,
             cols,
@@ -829,11 +849,14 @@ mod tests {
             (2, [64, 64, 2], [14, 14], [3, 3], [[2, 2], [1, 1], [1, 1]]),
             (1, [64, 64, 2], [9, 11], [3, 3], [[1, 1], [1, 0], [2, 2]]),
             (1, [32, 32, 1], [5, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            // A stem on a larger plane (30 × 28 outputs, nothing to save
+            // but the gathering): column blocks, chunks of tiles.
+            (1, [3, 32, 1], [60, 56], [7, 7], [[2, 2], [3, 3], [1, 1]]),
         ];
         // The kernel each case runs: positions or output channels in
         // vectors (the 7 × 7 stem's 23 × 21 output in panels of 16).
         let (n, w, l) = (MR, WIDE, LANES);
-        let widths = [n, l, n, n, n, n, w, l, w, w, w];
+        let widths = [n, l, n, n, n, n, w, l, w, w, w, w];
         for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
             let c = test_shape(batch, channels, input, kernel, geometry);
             for bias in [false, true] {

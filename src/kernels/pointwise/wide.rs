@@ -9,9 +9,10 @@
 //! into the destination's rows.
 
 use super::super::conv_gemm::Unfold;
-use super::{Block, Columns, KC, PT};
+use super::{Block, Columns, KC, PT, padded_reads};
 use crate::simd::{Fma, LANES, Lanes, fma_lanes};
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Computes a block whose weights are packed in panels of `V` vectors of
 /// rows and stores it through the epilogue; `scratch` (any contents, resized
@@ -32,9 +33,7 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
     // block's matrix is copied, zero past the last column.
     let in_place = matches!(b.x, Columns::Rows(_)) && cols.is_multiple_of(PT);
     let implicit = |unfold: &Unfold| {
-        unfold.out_w().is_multiple_of(PT)
-            && b.cols.start.is_multiple_of(PT)
-            && unfold.stride_w() <= 2
+        padded_reads(unfold.out_w(), unfold.stride_w()) && b.cols.start.is_multiple_of(PT)
     };
     let copy_len = match b.x {
         Columns::Rows(_) if in_place => 0,
@@ -51,7 +50,7 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
             (x, (0..k).map(|r| r * b.p).collect(), bases, 1)
         }
         Columns::Unfolded(x, unfold) if implicit(unfold) => {
-            unfold.pad(x, xs);
+            unfold.pad(x, b.cols.clone(), xs);
             let bases = (0..tiles)
                 .map(|t| unfold.padded_column(b.cols.start + t * PT))
                 .collect();
@@ -73,38 +72,48 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
             (&*xs, (0..k).map(|r| r * span).collect(), bases, 1)
         }
     };
-    // The first panel reads rows of the input fresh from memory, a few
-    // values of each at a time, which the hardware prefetchers do not
-    // follow: each pass asks for the next pass's rows (and the first
-    // panel's first pass for its own).
-    let fetch = |k0: usize| {
-        if in_place {
-            for &o in offsets.iter().skip(k0).take(KC) {
-                crate::simd::prefetch(&x[o + b.cols.start..][..cols]);
-            }
-        }
-    };
-    fetch(0);
-    for (i, r0) in b.rows.clone().step_by(wide).enumerate() {
-        let panel = &b.panels[r0 * k..][..k * wide];
-        sums.fill(T::zero());
-        for k0 in (0..k).step_by(KC) {
-            if i == 0 {
-                fetch(k0 + KC);
-            }
-            let kc = KC.min(k - k0);
-            let (w, offsets) = (&panel[k0 * wide..][..kc * wide], &offsets[k0..][..kc]);
-            for (&base, sums) in bases.iter().zip(sums.chunks_exact_mut(PT * wide)) {
-                let x = &x[base..];
-                match step {
-                    1 => tile::<T, V, 1>(w, x, offsets, sums),
-                    _ => tile::<T, V, 2>(w, x, offsets, sums),
+    // The block in chunks of at most `CHUNK` tiles, whose sums stay in
+    // the L1 cache. The first panel of a chunk reads rows of the input
+    // fresh from memory, a few values of each at a time, which the
+    // hardware prefetchers do not follow: each pass asks for the next
+    // pass's rows (and the first pass for its own).
+    for (c, bases) in bases.chunks(CHUNK).enumerate() {
+        let first = c * CHUNK * PT;
+        let width = (cols - first).min(CHUNK * PT);
+        let sums = &mut sums[..bases.len() * PT * wide];
+        let fetch = |k0: usize| {
+            if in_place {
+                for &o in offsets.iter().skip(k0).take(KC) {
+                    crate::simd::prefetch(&x[o + b.cols.start + first..][..width]);
                 }
             }
+        };
+        fetch(0);
+        for (i, r0) in b.rows.clone().step_by(wide).enumerate() {
+            let panel = &b.panels[r0 * k..][..k * wide];
+            sums.fill(T::zero());
+            for k0 in (0..k).step_by(KC) {
+                if i == 0 {
+                    fetch(k0 + KC);
+                }
+                let kc = KC.min(k - k0);
+                let (w, offsets) = (&panel[k0 * wide..][..kc * wide], &offsets[k0..][..kc]);
+                for (&base, sums) in bases.iter().zip(sums.chunks_exact_mut(PT * wide)) {
+                    let x = &x[base..];
+                    match step {
+                        1 => tile::<T, V, 1>(w, x, offsets, sums),
+                        _ => tile::<T, V, 2>(w, x, offsets, sums),
+                    }
+                }
+            }
+            store::<T, V>(b, r0, first..first + width, sums);
         }
-        store::<T, V>(b, r0, sums);
     }
 }
+
+/// Position tiles per chunk of a block: 196 positions, 25 KiB of sums for
+/// 32 rows.
+const CHUNK: usize = 28;
 
 /// `sums[j · wide + r] += Σ_k w[k · wide + r] · x[offsets[k] + j · S]`
 /// for the tile's [`PT`] positions `j` and `wide = V · LANES` rows, in
@@ -141,16 +150,17 @@ fn tile<T: Fma, const V: usize, const S: usize>(
     }
 }
 
-/// Stores rows `r0 .. r0 + V · LANES` (those of the block) of the
-/// finished sums (`[positions × V · LANES]`) through the epilogue: bias, residual,
-/// ReLU, in that order, as the other layout.
+/// Stores rows `r0 .. r0 + V · LANES` (those of the block) × the block's
+/// columns `cols` (relative to its first) of the finished sums
+/// (`[positions × V · LANES]`, from `cols.start`) through the epilogue:
+/// bias, residual, ReLU, in that order, as the other layout.
 #[inline(always)]
-fn store<T: Fma, const V: usize>(b: &Block<T>, r0: usize, sums: &[T]) {
+fn store<T: Fma, const V: usize>(b: &Block<T>, r0: usize, cols: Range<usize>, sums: &[T]) {
     let wide = V * LANES;
     for r in 0..wide.min(b.rows.end - r0) {
         let bias = b.bias[r0 + r];
-        let at = b.dst_base + (r0 + r) * b.dst_row_stride + b.cols.start;
-        for j in 0..b.cols.len() {
+        let at = b.dst_base + (r0 + r) * b.dst_row_stride + b.cols.start + cols.start;
+        for j in 0..cols.len() {
             let mut v = sums[j * wide + r] + bias;
             // SAFETY: `forward` builds blocks whose destination elements
             // are in bounds and written by no other task; the residual is
