@@ -1,12 +1,12 @@
 //! The channel-vectorised layout of the pointwise kernel, for planes that
 //! fill tiles of [`NR`](super::NR) positions poorly (49 positions in two
-//! tiles of 32): register tiles of [`PT`] positions × [`WIDE`] output
-//! channels, output channels along the vectors and each input value
-//! broadcast. The reduction runs in passes of [`KC`] input channels over
-//! every position tile of the block, so that the pass's weights stay in
-//! the L1 cache; the sums wait between passes in a `[positions × WIDE]`
-//! buffer, and the epilogue is applied while that buffer is transposed
-//! into the destination's rows.
+//! tiles of 32): register tiles of [`PT`] positions × one or two vectors
+//! of output channels, each input value broadcast. The reduction runs in
+//! passes of [`KC`] input channels over every position tile of a chunk of
+//! the block, so that the pass's weights stay in the L1 cache; the sums
+//! wait between passes in a `[positions × channels]` buffer, and the
+//! epilogue is applied while that buffer is transposed into the
+//! destination's rows.
 
 use super::super::conv_gemm::Unfold;
 use super::{Block, Columns, KC, PT, padded_reads};
@@ -40,8 +40,10 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
         Columns::Unfolded(_, unfold) if implicit(unfold) => unfold.padded_len() + 2 * PT,
         _ => k * span,
     };
-    scratch.resize(span * wide + copy_len, T::zero());
-    let (sums, xs) = scratch.split_at_mut(span * wide);
+    // The sums of one chunk of tiles.
+    let sums_len = tiles.min(CHUNK) * PT * wide;
+    scratch.resize(sums_len + copy_len, T::zero());
+    let (sums, xs) = scratch.split_at_mut(sums_len);
     // Where the inputs of tile `t` are: `x[offsets[r] + bases[t] + j ·
     // step]` for matrix row `r` and the tile's position `j`.
     let (x, offsets, bases, step): (&[T], Cow<[usize]>, Vec<usize>, usize) = match b.x {
