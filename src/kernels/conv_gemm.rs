@@ -362,9 +362,11 @@ impl Unfold {
         let rows: Vec<_> = (0..s.group_in() * kh * kw)
             .map(|row| (row / (kh * kw), row / kw % kh, columns[row % kw]))
             .collect();
-        let [h, w] = padded_size(s);
-        let padded_rows = (0..rows.len())
-            .map(|r| (r / (kh * kw) * h + r / kw % kh * s.dilation[0]) * w + r % kw * s.dilation[1])
+        let ([h, w], d) = (padded_size(s), s.dilation);
+        let padded_rows = rows
+            .iter()
+            .enumerate()
+            .map(|(r, &(c, ky, _))| (c * h + ky * d[0]) * w + r % kw * d[1])
             .collect();
         Unfold {
             s: *s,
@@ -423,15 +425,12 @@ impl Unfold {
     /// (across output rows), into `dst`.
     #[inline(always)]
     pub(crate) fn columns<T: Scalar>(&self, x: &[T], row: usize, first: usize, dst: &mut [T]) {
-        let mut c = first;
-        let mut dst = dst;
-        while !dst.is_empty() {
-            let (oy, ox) = (c / self.out_w, c % self.out_w);
-            let len = (self.out_w - ox).min(dst.len());
-            let (piece, rest) = std::mem::take(&mut dst).split_at_mut(len);
-            self.segment(x, row, oy, ox, piece);
-            c += piece.len();
-            dst = rest;
+        let mut at = 0;
+        while at < dst.len() {
+            let (oy, ox) = ((first + at) / self.out_w, (first + at) % self.out_w);
+            let len = (self.out_w - ox).min(dst.len() - at);
+            self.segment(x, row, oy, ox, &mut dst[at..][..len]);
+            at += len;
         }
     }
 

@@ -319,7 +319,9 @@ pub fn unfolded_shape(c: &Conv2dShape) -> PointwiseShape {
 /// and `y`, `w` packed for [`unfolded_shape`]): the pointwise product
 /// over the im2col matrix. With a spatial kernel the matrix is never
 /// stored: its column tiles are gathered straight from `x` as they are
-/// needed (a stem's matrix is many times its input). A 1×1 kernel (a
+/// needed (a stem's matrix is many times its input), or, with output
+/// channels in vectors, read from a zero-padded copy of the block's input
+/// rows (see `wide`). A 1×1 kernel (a
 /// strided one) gathers its matrix, a subsample of `x`, into `cols` first
 /// (resized here): its many rows would otherwise be gathered again for
 /// every block of output channels.
@@ -416,7 +418,8 @@ pub(crate) enum Columns<'a, T> {
     /// Row `r` is `x[r · P ..][..P]`: the group's input channels.
     Rows(&'a [T]),
     /// Row `r` is row `r` of the im2col matrix of the group's input
-    /// planes `x`, gathered piece by piece.
+    /// planes `x`, gathered piece by piece (or read from their padded
+    /// copy).
     Unfolded(&'a [T], &'a Unfold),
 }
 
@@ -925,7 +928,8 @@ mod tests {
                 data(cout * cin / groups, 2),
                 data(cout, 3),
             );
-            widths.push(PackedWeights::new(&s, &w).unwrap().width);
+            let packed = PackedWeights::new(&s, &w).unwrap();
+            widths.push(packed.width);
             for (place, residual, relu) in [
                 (Placement::contiguous(&s, cout, 0), false, false),
                 (Placement::contiguous(&s, cout + 7, 5), false, true),
@@ -944,7 +948,6 @@ mod tests {
                     },
                     relu,
                 };
-                let packed = PackedWeights::new(&s, &w).unwrap();
                 let (mut got, mut want) = (vec![9.0; len], vec![9.0; len]);
                 forward(&s, &x, &packed, ep, place, &mut got).unwrap();
                 forward_ref(&s, &x, &w, ep, place, &mut want).unwrap();
