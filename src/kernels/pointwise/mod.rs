@@ -571,60 +571,80 @@ fn pack<T: Fma>(b: &Block<T>, cols: std::ops::Range<usize>, xs: &mut [T]) {
     }
 }
 
+/// One tile's sums: [`MR`] rows of [`NR`] positions.
+type TileSums<T> = [[T; NR]; MR];
+
 /// Stores the tile of rows `r0..r0 + MR` (those of the block) × columns
 /// `cols` through the epilogue.
+///
+/// The tile stays in vector registers: each step makes new values rather
+/// than updating the tile in place (a ReLU written as a conditional
+/// update became a masked store to a copy of the tile on the stack, and
+/// the reload behind it waited for that store: ShuffleNet g8's 96 → 384
+/// layer on 28 × 28 spent most of its time there).
 #[inline(always)]
-fn store_tile<T: Fma>(
-    b: &Block<T>,
-    r0: usize,
-    cols: std::ops::Range<usize>,
-    mut acc: [[T; NR]; MR],
-) {
+fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc: TileSums<T>) {
     let width = cols.len();
     let rows = MR.min(b.rows.end - r0);
     let at = |r: usize| b.dst_base + (r0 + r) * b.dst_row_stride + cols.start;
+    let zero = T::zero();
     // The epilogue of every row first, then the stores, so that no
     // residual load waits behind a store to the rows before it (in place,
-    // the residual is the destination).
-    for (r, v) in acc.iter_mut().enumerate().take(rows) {
-        // Whole-tile passes (branches outside the loops), so that each
-        // vectorises; then one store of the valid columns.
+    // the residual is the destination). Plain loops over whole rows, no
+    // closures: a closure is compiled without the caller's target
+    // features unless inlined.
+    let mut out = acc;
+    // Every row of the tile, a constant count (the tile then stays in
+    // registers); rows past the block's last are neither read nor stored.
+    for (r, row) in out.iter_mut().enumerate() {
+        if r >= rows {
+            continue;
+        }
         let bias = b.bias[r0 + r];
-        v.iter_mut().for_each(|v| *v = *v + bias);
+        let mut v = *row;
+        for a in v.iter_mut() {
+            *a = *a + bias;
+        }
         if let Some(res) = b.residual {
-            // SAFETY: as for `out` below; this view ends before any store.
-            add_row(v, unsafe {
-                std::slice::from_raw_parts(res.add(at(r)), width)
-            });
+            // SAFETY: as for the stores below; this view ends before any
+            // store.
+            let res = unsafe { std::slice::from_raw_parts(res.add(at(r)), width) };
+            add_row(&mut v, res);
         }
         if b.relu {
-            // A select, not a conditional store: it vectorises.
-            v.iter_mut().for_each(|v| {
-                *v = if *v < T::zero() { T::zero() } else { *v };
-            });
+            // A select into a new value, not a conditional update (which
+            // became a masked store): it becomes a vector maximum.
+            let sums = v;
+            for (a, &x) in v.iter_mut().zip(&sums) {
+                *a = if x < zero { zero } else { x };
+            }
         }
+        *row = v;
     }
-    for (r, v) in acc.iter().enumerate().take(rows) {
-        // SAFETY: `forward` builds blocks whose destination elements are
-        // in bounds and written by no other task.
-        let out = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at(r)), width) };
-        store_row(v, out);
+    for (r, v) in out.iter().enumerate() {
+        if r < rows {
+            // SAFETY: `forward` builds blocks whose destination elements
+            // are in bounds and written by no other task.
+            let dst = unsafe { std::slice::from_raw_parts_mut(b.dst.add(at(r)), width) };
+            store_row(v, dst);
+        }
     }
 }
 
-/// `v[j] += add[j]` for the first `add.len()` columns. Loops over a known
-/// width, not `copy_from_slice`: a library `memcpy` call per row of 32
-/// values would cost more than the row's arithmetic.
+/// `v += add` on the first `add.len()` columns. Whole rows of a known
+/// width only touch `v` as a whole (a partial row goes through a
+/// zero-padded copy), so that the tile stays in registers; and no
+/// `memcpy` call for whole rows, which would cost more than the row's
+/// arithmetic.
 #[inline(always)]
 fn add_row<T: Fma>(v: &mut [T; NR], add: &[T]) {
-    if let Ok(add) = <&[T; NR]>::try_from(add) {
-        for j in 0..NR {
-            v[j] = v[j] + add[j];
-        }
-    } else {
-        for (v, &a) in v.iter_mut().zip(add) {
-            *v = *v + a;
-        }
+    let mut padded = [T::zero(); NR];
+    let add = <&[T; NR]>::try_from(add).unwrap_or_else(|_| {
+        padded[..add.len()].copy_from_slice(add);
+        &padded
+    });
+    for j in 0..NR {
+        v[j] = v[j] + add[j];
     }
 }
 
@@ -634,16 +654,15 @@ fn store_row<T: Fma>(v: &[T; NR], out: &mut [T]) {
     if let Ok(out) = <&mut [T; NR]>::try_from(&mut *out) {
         *out = *v;
     } else {
-        for (o, &x) in out.iter_mut().zip(v) {
-            *o = x;
-        }
+        let copy = *v;
+        out.copy_from_slice(&copy[..out.len()]);
     }
 }
 
 /// The `MR × NR` sums of one tile: `Σ_k panel[k, r] · xs[k, j]`, held in
 /// registers for the whole reduction (`NR` as [`LANES`]-wide halves).
 #[inline(always)]
-fn tile<T: Fma>(panel: &[T], xs: &[T]) -> [[T; NR]; MR] {
+fn tile<T: Fma>(panel: &[T], xs: &[T]) -> TileSums<T> {
     let mut acc = [[[T::zero(); LANES]; 2]; MR];
     for (w, row) in panel.chunks_exact(MR).zip(xs.chunks_exact(NR)) {
         let lo: &Lanes<T> = row[..LANES].try_into().expect("LANES values");
