@@ -353,7 +353,13 @@ fn flat_plane<R: Reduce>(
     }
 }
 
-/// `down[c] = combine` of column `c` over input rows `rows` of `plane`.
+/// `down[c] = combine` of column `c` over input rows `rows` of `plane`: a
+/// chunk of columns at a time down all the rows (a copy of the first row
+/// then a pass per row, each adding to the one before in memory, waited
+/// on its own stores, which a short row reaches again at once): chunks of
+/// [`LANES`], or of 8 for shorter rows. Rows of 32 or more go a row at a
+/// time (ShuffleNet g1 average pooling on 56 × 56: 0.016 ms, 0.018 in
+/// chunks; ResNeXt-50 max pooling on 112 × 112: 0.17 ms, 0.24).
 #[inline(always)]
 fn down_rows<R: Reduce>(
     plane: &[f32],
@@ -361,14 +367,37 @@ fn down_rows<R: Reduce>(
     rows: std::ops::Range<usize>,
     down: &mut [f32],
 ) {
-    down.copy_from_slice(&plane[rows.start * width..][..width]);
-    for row in plane[..rows.end * width]
-        .chunks_exact(width)
-        .skip(rows.start + 1)
-    {
-        for (d, &v) in down.iter_mut().zip(row) {
-            *d = R::combine(*d, v);
+    let rows = &plane[rows.start * width..rows.end * width];
+    match width {
+        LANES..32 => down_chunks::<R, LANES>(rows, width, down),
+        8..LANES => down_chunks::<R, 8>(rows, width, down),
+        _ => {
+            down.copy_from_slice(&rows[..width]);
+            for row in rows.chunks_exact(width).skip(1) {
+                for (d, &v) in down.iter_mut().zip(row) {
+                    *d = R::combine(*d, v);
+                }
+            }
         }
+    }
+}
+
+/// [`down_rows`] in chunks of `C ≤ width` columns, the last chunk moved
+/// back to end the row.
+#[inline(always)]
+fn down_chunks<R: Reduce, const C: usize>(rows: &[f32], width: usize, down: &mut [f32]) {
+    let mut at = 0;
+    while at < width {
+        let c = at.min(width - C);
+        let mut acc: [f32; C] = rows[c..][..C].try_into().expect("C values");
+        for row in rows.chunks_exact(width).skip(1) {
+            let row: &[f32; C] = row[c..][..C].try_into().expect("C values");
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a = R::combine(*a, v);
+            }
+        }
+        down[c..][..C].copy_from_slice(&acc);
+        at = c + C;
     }
 }
 
