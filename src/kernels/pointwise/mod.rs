@@ -452,6 +452,29 @@ pub(crate) struct Block<'a, T> {
     dst_row_stride: usize,
 }
 
+impl<T> Block<'_, T> {
+    /// The packed weights of the block's rows, in the order the block
+    /// reads them.
+    fn weights(&self) -> &[T] {
+        let end = (self.rows.end.next_multiple_of(self.width) * self.k).min(self.panels.len());
+        &self.panels[self.rows.start * self.k..end]
+    }
+}
+
+/// Asks for part `part` of `parts` of the weights `range` of a block's
+/// `weights` (as much of it as there is) ahead of their use: at batch 1
+/// each layer's weights come once, from beyond the L2 cache, and the first
+/// tile to use them waits unless they were asked for while earlier tiles
+/// computed (ResNeXt-50's 1×1 layers on 14 × 14: 3–13 % faster).
+#[inline(always)]
+fn fetch_ahead<T>(weights: &[T], range: std::ops::Range<usize>, part: usize, parts: usize) {
+    let start = range.start.min(weights.len());
+    let next = &weights[start..range.end.clamp(start, weights.len())];
+    let size = next.len().div_ceil(parts.max(1));
+    let from = (part * size).min(next.len());
+    crate::simd::prefetch(&next[from..(from + size).min(next.len())]);
+}
+
 /// Computes a [`Block`] tile by tile and stores it through the epilogue;
 /// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
@@ -497,7 +520,9 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
             pack(b, cols, panel);
         }
         for r0 in b.rows.clone().step_by(MR) {
-            for (cols, panel) in panels().zip(xs.chunks_exact(b.k * NR)) {
+            let ahead = (r0 + MR - b.rows.start) * b.k;
+            for (j, (cols, panel)) in panels().zip(xs.chunks_exact(b.k * NR)).enumerate() {
+                fetch_ahead(b.weights(), ahead..ahead + b.k * MR, j, tiles);
                 store_tile(b, r0, cols, tile(weights(r0), panel));
             }
         }
@@ -516,6 +541,10 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
             let cols = tile_cols(c0);
             pack(b, cols.clone(), xs);
             for r0 in band.clone().step_by(MR) {
+                if c0 == b.cols.start {
+                    let ahead = (r0 + MR - b.rows.start) * b.k;
+                    fetch_ahead(b.weights(), ahead..ahead + b.k * MR, 0, 1);
+                }
                 store_tile(b, r0, cols.clone(), tile(weights(r0), xs));
             }
             c0 = cols.end;

@@ -9,7 +9,7 @@
 //! destination's rows.
 
 use super::super::conv_gemm::Unfold;
-use super::{Block, Columns, KC, PT, padded_reads};
+use super::{Block, Columns, KC, PT, fetch_ahead, padded_reads};
 use crate::simd::{Fma, LANES, Lanes, fma_lanes};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -91,6 +91,9 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
             }
         };
         fetch(0);
+        // The block's weights are read in order, pass by pass: each pass
+        // asks for the one after the next, a part per tile.
+        let weights = b.weights();
         for (i, r0) in b.rows.clone().step_by(wide).enumerate() {
             let panel = &b.panels[r0 * k..][..k * wide];
             sums.fill(T::zero());
@@ -100,7 +103,10 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
                 }
                 let kc = KC.min(k - k0);
                 let (w, offsets) = (&panel[k0 * wide..][..kc * wide], &offsets[k0..][..kc]);
-                for (&base, sums) in bases.iter().zip(sums.chunks_exact_mut(PT * wide)) {
+                let ahead = (r0 - b.rows.start) * k + (k0 + kc + KC) * wide;
+                let tiles = bases.iter().zip(sums.chunks_exact_mut(PT * wide));
+                for (t, (&base, sums)) in tiles.enumerate() {
+                    fetch_ahead(weights, ahead..ahead + KC * wide, t, bases.len());
                     let x = &x[base..];
                     match step {
                         1 => tile::<T, V, 1>(w, x, offsets, sums),
