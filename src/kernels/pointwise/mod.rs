@@ -498,7 +498,13 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
     // block writes its 8 rows in long runs, where a column tile at a time
     // writes 32 values of each of hundreds of rows, more streams than the
     // hardware prefetchers follow (ResNeXt-50's 128 → 256 layers with
-    // residual on 56 × 56: 0.93 instead of 1.25 ms).
+    // residual on 56 × 56: 0.93 instead of 1.25 ms). So does a block of
+    // 64 column tiles or more (k ≥ 64; a whole 56 × 56 plane, at batch
+    // 32), whose inputs and outputs come from and go to memory
+    // (ResNeXt-50's 256 → 128 layer on 56 × 56 at batch 32: 27–28 →
+    // 22–23 ms; on 28 × 28, 25 tiles, the other way is faster: 21 against
+    // 23 ms). Blocks whose packed inputs would not fit in [`PACKED_INPUTS`]
+    // go in runs of column tiles that do.
     // Other blocks pack one column tile at a time and run every row tile
     // of weights over it, so that each input is read from memory once;
     // except that long rows of few input channels (k < 64, where packing
@@ -512,18 +518,25 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
     // The columns of the tile starting at column `c`.
     let tile_cols = |c: usize| c..(c + NR).min(b.cols.end);
     let (rows, cols) = (b.rows.len(), b.cols.len());
-    let sweep_rows = rows > cols || (b.k >= 64 && rows >= 2 * b.k);
-    if sweep_rows && tiles * b.k * NR <= PACKED_INPUTS {
-        xs.resize(tiles * b.k * NR, T::zero());
-        let panels = || b.cols.clone().step_by(NR).map(tile_cols);
-        for (cols, panel) in panels().zip(xs.chunks_exact_mut(b.k * NR)) {
-            pack(b, cols, panel);
-        }
-        for r0 in b.rows.clone().step_by(MR) {
-            let ahead = (r0 + MR - b.rows.start) * b.k;
-            for (j, (cols, panel)) in panels().zip(xs.chunks_exact(b.k * NR)).enumerate() {
-                fetch_ahead(b.weights(), ahead..ahead + b.k * MR, j, tiles);
-                store_tile(b, r0, cols, tile(weights(r0), panel));
+    let sweep_rows = rows > cols || (b.k >= 64 && (rows >= 2 * b.k || tiles >= 64));
+    if sweep_rows {
+        // Runs of evenly many column tiles.
+        let runs = (tiles * b.k * NR).div_ceil(PACKED_INPUTS);
+        let per_run = tiles.div_ceil(runs) * NR;
+        xs.resize(tiles.min(per_run / NR) * b.k * NR, T::zero());
+        for start in b.cols.clone().step_by(per_run) {
+            let run = start..(start + per_run).min(b.cols.end);
+            let panels = || run.clone().step_by(NR).map(tile_cols);
+            let count = run.len().div_ceil(NR);
+            for (cols, panel) in panels().zip(xs.chunks_exact_mut(b.k * NR)) {
+                pack(b, cols, panel);
+            }
+            for r0 in b.rows.clone().step_by(MR) {
+                let ahead = (r0 + MR - b.rows.start) * b.k;
+                for (j, (cols, panel)) in panels().zip(xs.chunks_exact(b.k * NR)).enumerate() {
+                    fetch_ahead(b.weights(), ahead..ahead + b.k * MR, j, count);
+                    store_tile(b, r0, cols, tile(weights(r0), panel));
+                }
             }
         }
         return;
@@ -955,6 +968,9 @@ mod tests {
             // At least twice as many rows as input channels (k ≥ 64): row
             // tiles swept along all packed column tiles (short last tiles).
             (1, 64, 130, 300, 1),
+            // Whole planes of 98 column tiles (batch 4 makes enough tasks):
+            // rows swept along them, in two runs of packed tiles.
+            (4, 96, 40, 3136, 1),
             // Output channels in vectors (small planes): whole position
             // tiles read in place over three passes of input channels; a
             // short last tile; column blocks of 64 and 36 positions.
@@ -1022,7 +1038,7 @@ mod tests {
         }
         // Both layouts ran.
         let (n, w) = (MR, WIDE);
-        assert_eq!(widths, [n, n, n, n, n, n, n, n, n, n, w, w, w]);
+        assert_eq!(widths, [n, n, n, n, n, n, n, n, n, n, n, w, w, w]);
     }
 
     #[test]
