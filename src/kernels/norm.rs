@@ -292,7 +292,8 @@ fn affine_max<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: 
         let (scale, shift) = maps[(first + i) % l.channels];
         for (o, &v) in out.iter_mut().zip(x) {
             let y = v.fma(scale, shift);
-            *o = if y > floor { y } else { floor };
+            // NaN stays NaN, as in PyTorch (`y > floor` would replace it).
+            *o = if y < floor { floor } else { y };
         }
     }
 }

@@ -8,13 +8,21 @@ use rayon::prelude::*;
 /// task, small enough to spread a layer over the threads).
 const CHUNK: usize = 1 << 14;
 
-/// `max(x, 0)`; the gradient passes where the input is positive.
+/// `max(v, 0)` with a NaN kept, as PyTorch's ReLU (`f32::max` would
+/// return the 0).
+#[inline(always)]
+pub(crate) fn relu_of(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// `max(x, 0)` (a NaN stays NaN); the gradient passes where the input is
+/// positive.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let y: Vec<f32> = x
         .data()
         .par_iter()
         .with_min_len(CHUNK)
-        .map(|v| v.max(0.0))
+        .map(|&v| relu_of(v))
         .collect();
     // The input (shared, not copied) decides where the gradient passes.
     let saved = Tensor::records(&[x]).then(|| x.clone());
@@ -81,7 +89,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         .par_iter()
         .zip(bd.par_iter())
         .with_min_len(CHUNK)
-        .map(|(x, y)| (x + y).max(0.0));
+        .map(|(x, y)| relu_of(x + y));
     // Where the gradient passes: a byte per element, not the inputs.
     let (mut y, mut passes) = (Vec::new(), Vec::new());
     if Tensor::records(&[a, b]) {

@@ -345,3 +345,30 @@ fn loss_rejects_bad_targets_and_nan() {
     let loss = cross_entropy(&z, &[0, 1], 0.1).unwrap().item().unwrap();
     assert!((loss - 3f32.ln()).abs() < 1e-6);
 }
+
+#[test]
+fn relu_and_batch_norm_keep_nan_like_pytorch() {
+    let x = Tensor::from_vec(vec![f32::NAN, -1.0, 2.0, f32::NEG_INFINITY], &[1, 1, 4]).unwrap();
+    let bits = |t: &Tensor| -> Vec<String> { t.data().iter().map(|v| format!("{v}")).collect() };
+    assert_eq!(bits(&relu(&x).unwrap()), ["NaN", "0", "2", "0"]);
+    let zeros = Tensor::zeros(&[1, 1, 4]);
+    assert_eq!(bits(&add_relu(&x, &zeros).unwrap()), ["NaN", "0", "2", "0"]);
+    // Evaluation-mode batch norm with mean 0 and variance 1 (almost the
+    // identity): a NaN stays NaN, with and without the fused ReLU, and
+    // −∞ stays −∞ without it.
+    let (rm, rv) = (Tensor::zeros(&[1]), Tensor::full(&[1], 1.0 - 1e-5));
+    for relu in [false, true] {
+        let args = BatchNormArgs {
+            training: false,
+            relu,
+            ..Default::default()
+        };
+        let y = batch_norm(&x, Some((&rm, &rv)), None, args).unwrap();
+        let want = if relu {
+            ["NaN", "0", "2", "0"]
+        } else {
+            ["NaN", "-1", "2", "-inf"]
+        };
+        assert_eq!(bits(&y), want, "relu {relu}");
+    }
+}
