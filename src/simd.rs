@@ -241,6 +241,14 @@ impl Fma for f64 {
     }
 }
 
+/// `max(v, 0)` with a NaN kept, as PyTorch's ReLU (`f32::max` would return
+/// the 0). A select that makes a new value: in a vectorised loop it
+/// becomes a vector maximum.
+#[inline(always)]
+pub fn relu_value<T: Fma>(v: T) -> T {
+    if v < T::zero() { T::zero() } else { v }
+}
+
 /// The index of the first value of `x` that is NaN or infinite, if any.
 /// The common case, all finite, is one vectorised pass: `v · 0` is 0 for
 /// finite values and NaN otherwise, summed in [`LANES`] lanes.

@@ -8,7 +8,7 @@ use crate::kernels::pointwise::{
 };
 use crate::kernels::pool::{self, PoolShape};
 use crate::kernels::{self, Conv2dShape};
-use crate::ops::relu_of;
+use crate::simd::relu_value;
 use rayon::prelude::*;
 
 /// One fused operation. `src`, `dst` and `residual` are value ids of the
@@ -312,12 +312,12 @@ fn finish(out: &mut [f32], residual: Option<&[f32]>, relu: bool) {
             .for_each(|(o, r)| {
                 for (v, &a) in o.iter_mut().zip(r) {
                     let s = *v + a;
-                    *v = if relu { relu_of(s) } else { s };
+                    *v = if relu { relu_value(s) } else { s };
                 }
             }),
         None if relu => out
             .par_chunks_mut(CHUNK)
-            .for_each(|o| o.iter_mut().for_each(|v| *v = relu_of(*v))),
+            .for_each(|o| o.iter_mut().for_each(|v| *v = relu_value(*v))),
         None => {}
     }
 }

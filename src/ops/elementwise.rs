@@ -1,19 +1,13 @@
 //! Element-wise operations and the full sum.
 
 use crate::error::{Error, Result};
+use crate::simd::relu_value;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
 /// Chunk of the parallel element-wise loops (large enough to amortise a
 /// task, small enough to spread a layer over the threads).
 const CHUNK: usize = 1 << 14;
-
-/// `max(v, 0)` with a NaN kept, as PyTorch's ReLU (`f32::max` would
-/// return the 0).
-#[inline(always)]
-pub(crate) fn relu_of(v: f32) -> f32 {
-    if v < 0.0 { 0.0 } else { v }
-}
 
 /// `max(x, 0)` (a NaN stays NaN); the gradient passes where the input is
 /// positive.
@@ -22,7 +16,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         .data()
         .par_iter()
         .with_min_len(CHUNK)
-        .map(|&v| relu_of(v))
+        .map(|&v| relu_value(v))
         .collect();
     // The input (shared, not copied) decides where the gradient passes.
     let saved = Tensor::records(&[x]).then(|| x.clone());
@@ -89,7 +83,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         .par_iter()
         .zip(bd.par_iter())
         .with_min_len(CHUNK)
-        .map(|(x, y)| relu_of(x + y));
+        .map(|(x, y)| relu_value(x + y));
     // Where the gradient passes: a byte per element, not the inputs.
     let (mut y, mut passes) = (Vec::new(), Vec::new());
     if Tensor::records(&[a, b]) {

@@ -14,7 +14,6 @@ mod pool;
 
 pub use channels::{cat, channel_shuffle};
 pub use conv::{Conv2dArgs, conv2d};
-pub(crate) use elementwise::relu_of;
 pub use elementwise::{add, add_relu, mul, relu, sum};
 pub use linear::linear;
 pub use loss::{cross_entropy, log_softmax, softmax};

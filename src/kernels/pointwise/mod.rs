@@ -19,7 +19,7 @@
 use super::Conv2dShape;
 use super::conv_gemm::Unfold;
 use crate::error::{Error, Result};
-use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes, relu_value};
 use rayon::prelude::*;
 
 mod wide;
@@ -521,9 +521,10 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
     let sweep_rows = rows > cols || (b.k >= 64 && (rows >= 2 * b.k || tiles >= 64));
     if sweep_rows {
         // Runs of evenly many column tiles.
-        let runs = (tiles * b.k * NR).div_ceil(PACKED_INPUTS);
-        let per_run = tiles.div_ceil(runs) * NR;
-        xs.resize(tiles.min(per_run / NR) * b.k * NR, T::zero());
+        let run_tiles = tiles.div_ceil((tiles * b.k * NR).div_ceil(PACKED_INPUTS).max(1));
+        let per_run = run_tiles * NR;
+        xs.resize(run_tiles * b.k * NR, T::zero());
+        let all_weights = b.weights();
         for start in b.cols.clone().step_by(per_run) {
             let run = start..(start + per_run).min(b.cols.end);
             let panels = || run.clone().step_by(NR).map(tile_cols);
@@ -534,7 +535,7 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
             for r0 in b.rows.clone().step_by(MR) {
                 let ahead = (r0 + MR - b.rows.start) * b.k;
                 for (j, (cols, panel)) in panels().zip(xs.chunks_exact(b.k * NR)).enumerate() {
-                    fetch_ahead(b.weights(), ahead..ahead + b.k * MR, j, count);
+                    fetch_ahead(all_weights, ahead..ahead + b.k * MR, j, count);
                     store_tile(b, r0, cols, tile(weights(r0), panel));
                 }
             }
@@ -629,12 +630,9 @@ fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc
     let width = cols.len();
     let rows = MR.min(b.rows.end - r0);
     let at = |r: usize| b.dst_base + (r0 + r) * b.dst_row_stride + cols.start;
-    let zero = T::zero();
     // The epilogue of every row first, then the stores, so that no
     // residual load waits behind a store to the rows before it (in place,
-    // the residual is the destination). Plain loops over whole rows, no
-    // closures: a closure is compiled without the caller's target
-    // features unless inlined.
+    // the residual is the destination).
     let mut out = acc;
     // Every row of the tile, a constant count (the tile then stays in
     // registers); rows past the block's last are neither read nor stored.
@@ -654,11 +652,11 @@ fn store_tile<T: Fma>(b: &Block<T>, r0: usize, cols: std::ops::Range<usize>, acc
             add_row(&mut v, res);
         }
         if b.relu {
-            // A select into a new value, not a conditional update (which
-            // became a masked store): it becomes a vector maximum.
+            // New values, not a conditional update (which became a masked
+            // store).
             let sums = v;
             for (a, &x) in v.iter_mut().zip(&sums) {
-                *a = if x < zero { zero } else { x };
+                *a = relu_value(x);
             }
         }
         *row = v;

@@ -10,7 +10,7 @@
 
 use super::super::conv_gemm::Unfold;
 use super::{Block, Columns, KC, PT, fetch_ahead, padded_reads};
-use crate::simd::{Fma, LANES, Lanes, fma_lanes};
+use crate::simd::{Fma, LANES, Lanes, fma_lanes, relu_value};
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -178,8 +178,8 @@ fn store<T: Fma, const V: usize>(b: &Block<T>, r0: usize, cols: Range<usize>, su
                 if let Some(res) = b.residual {
                     v = v + *res.add(at + j);
                 }
-                if b.relu && v < T::zero() {
-                    v = T::zero();
+                if b.relu {
+                    v = relu_value(v);
                 }
                 *b.dst.add(at + j) = v;
             }
