@@ -92,6 +92,7 @@ impl PoolShape {
 
     /// Calls `f(out_index, input_indices, divisor)` for every output of
     /// one plane; `input_indices` lists the window's in-plane indices.
+    #[cfg(test)]
     fn each_window(&self, mut f: impl FnMut(usize, &[usize], usize)) {
         let [oh, ow] = self.output();
         let mut idx = Vec::with_capacity(self.kernel[0] * self.kernel[1]);
@@ -133,25 +134,98 @@ pub fn max_forward(
             return Ok(());
         }
     };
+    let [_, ow] = s.output();
     y.par_chunks_mut(op)
         .zip(argmax.par_chunks_mut(op))
         .enumerate()
         .with_min_len(s.planes_per_task())
-        .for_each(|(p, (out, arg))| {
-            let plane = &x[p * ip..][..ip];
-            s.each_window(|o, idx, _| {
-                let mut best = idx[0];
-                for &i in &idx[1..] {
-                    if plane[i] > plane[best] || (plane[i].is_nan() && !plane[best].is_nan()) {
-                        best = i;
-                    }
-                }
-                out[o] = plane[best];
-                arg[o] = best as u32;
-            });
-        });
+        .for_each_init(
+            || vec![0f32; ow],
+            |picked, (p, (out, arg))| {
+                let plane = &x[p * ip..][..ip];
+                max_arg_plane_isa::<f32>(Isa::best(), s, plane, out, arg, picked);
+            },
+        );
     Ok(())
 }
+
+/// One plane of [`max_forward`] with argmax, a row of outputs at a time:
+/// each window starts from its first tap inside the input, then every tap
+/// in row-major window order, over all the outputs it reaches at once
+/// (stride-2 columns gathered by [`take_even`] into `picked`, `[OW]`),
+/// replaces the maximum where it is strictly greater, or a NaN where the
+/// maximum is none: the first maximum (or NaN) in window order, as a scan
+/// of each window finds it.
+#[inline(always)]
+fn max_arg_plane<T: Fma>(
+    s: &PoolShape,
+    plane: &[T],
+    out: &mut [T],
+    arg: &mut [u32],
+    picked: &mut [T],
+) {
+    let [_, ow] = s.output();
+    let width = s.input[1];
+    let (stride, pad) = (s.stride[1], s.padding[1]);
+    // Per kernel column, the outputs whose column lies inside the input:
+    // `ox · stride + t − pad ∈ [0, width)`.
+    let reach: Vec<std::ops::Range<usize>> = (0..s.kernel[1])
+        .map(|t| {
+            let lo = pad.saturating_sub(t).div_ceil(stride);
+            let hi = (width + pad).saturating_sub(t).div_ceil(stride).min(ow);
+            lo..hi.max(lo)
+        })
+        .collect();
+    let first_cols: Vec<usize> = (0..ow).map(|o| s.window(1, o).0.start).collect();
+    for (oy, (out_row, arg_row)) in out
+        .chunks_exact_mut(ow)
+        .zip(arg.chunks_exact_mut(ow))
+        .enumerate()
+    {
+        let (rows, _) = s.window(0, oy);
+        for ((o, a), &c) in out_row.iter_mut().zip(arg_row.iter_mut()).zip(&first_cols) {
+            let at = rows.start * width + c;
+            *o = plane[at];
+            *a = at as u32;
+        }
+        for r in rows {
+            for (t, reach) in reach.iter().enumerate() {
+                let n = reach.len();
+                if n == 0 {
+                    continue;
+                }
+                let first = r * width + reach.start * stride + t - pad;
+                let values: &[T] = match stride {
+                    1 => &plane[first..][..n],
+                    2 => {
+                        take_even(&mut picked[..n], &plane[first..][..2 * n - 1]);
+                        &picked[..n]
+                    }
+                    _ => {
+                        for (i, v) in picked[..n].iter_mut().enumerate() {
+                            *v = plane[first + i * stride];
+                        }
+                        &picked[..n]
+                    }
+                };
+                let outs = out_row[reach.clone()].iter_mut();
+                let args = arg_row[reach.clone()].iter_mut();
+                for (i, ((o, a), &v)) in outs.zip(args).zip(values).enumerate() {
+                    #[allow(clippy::eq_op)] // `x != x`: x is a NaN
+                    let take = (v > *o) | ((v != v) & (*o == *o));
+                    *o = if take { v } else { *o };
+                    *a = if take {
+                        (first + i * stride) as u32
+                    } else {
+                        *a
+                    };
+                }
+            }
+        }
+    }
+}
+
+crate::dispatch!(fn max_arg_plane_isa<T: Fma>(s: &PoolShape, plane: &[T], out: &mut [T], arg: &mut [u32], picked: &mut [T]) => max_arg_plane);
 
 /// Max pooling's values alone (inference), [`separable`]. NaN wins as in
 /// [`max_forward`].
@@ -613,6 +687,25 @@ crate::dispatch!(fn avg_backward_isa<T: Lane>(win: &Windows, divisors: &[T], dy:
 pub(crate) mod reference {
     use super::PoolShape;
 
+    /// Max pooling with argmax by scanning each window: the first maximum
+    /// in window order, a NaN winning.
+    pub fn max_forward(s: &PoolShape, x: &[f32], y: &mut [f32], arg: &mut [u32]) {
+        let (ip, op) = (s.in_plane(), s.out_plane());
+        for (p, (out, arg)) in y.chunks_mut(op).zip(arg.chunks_mut(op)).enumerate() {
+            let plane = &x[p * ip..][..ip];
+            s.each_window(|o, idx, _| {
+                let mut best = idx[0];
+                for &i in &idx[1..] {
+                    if plane[i] > plane[best] || (plane[i].is_nan() && !plane[best].is_nan()) {
+                        best = i;
+                    }
+                }
+                out[o] = plane[best];
+                arg[o] = best as u32;
+            });
+        }
+    }
+
     pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) {
         let (ip, op) = (s.in_plane(), s.out_plane());
         for (p, out) in y.chunks_mut(op).enumerate() {
@@ -702,18 +795,27 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 proptest::prop_assert!((g - w).abs() <= 1e-5, "separable average {g} vs {w}");
             }
-            // Max pooling's values alone (separable) against the window
-            // scan that also finds the argmax; a NaN must win there too.
-            let mut x = x;
+            // Max pooling against the window scan, on values rounded to
+            // tenths, no −0 (ties: the first in window order wins), with a NaN or
+            // two in some cases (a NaN wins); the values alone (separable)
+            // must agree too.
+            let mut x: Vec<f32> = x.iter().map(|v| (v * 10.0).round() / 10.0 + 0.0).collect();
             if seed % 3 == 0 {
-                let at = seed as usize % x.len();
-                x[at] = f32::NAN;
+                for k in 0..1 + seed as usize % 2 {
+                    let at = (seed as usize * (k + 7)) % x.len();
+                    x[at] = f32::NAN;
+                }
             }
-            let (mut got, mut want, mut arg) = (vec![0.0; n], vec![0.0; n], vec![0; n]);
-            max_forward(&s, &x, &mut got, None).unwrap();
-            max_forward(&s, &x, &mut want, Some(&mut arg)).unwrap();
+            let (mut got, mut want, mut arg, mut want_arg) = (vec![0.0; n], vec![0.0; n], vec![0; n], vec![0; n]);
+            max_forward(&s, &x, &mut got, Some(&mut arg)).unwrap();
+            reference::max_forward(&s, &x, &mut want, &mut want_arg);
+            proptest::prop_assert_eq!(&arg, &want_arg);
             for (g, w) in got.iter().zip(&want) {
                 proptest::prop_assert!(g.to_bits() == w.to_bits(), "max {g} vs {w}");
+            }
+            max_forward(&s, &x, &mut got, None).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                proptest::prop_assert!(g.to_bits() == w.to_bits(), "separable max {g} vs {w}");
             }
             let (mut got, mut want) = (vec![1.0; x.len()], vec![0.0; x.len()]);
             avg_backward(&s, &dy, &mut got).unwrap();
