@@ -42,6 +42,40 @@ pub fn par_collect(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + 
     v
 }
 
+/// `f(a[i], b[i])` for every `i` (`a` and `b` of one length) into a new
+/// vector, by parallel tasks over chunks of `chunk` values; each value is
+/// written once, with no zeroing pass before.
+pub fn par_zip_map(
+    a: &[f32],
+    b: &[f32],
+    chunk: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Vec<f32> {
+    assert_eq!(a.len(), b.len(), "par_zip_map: operands of one length");
+    let len = a.len();
+    let chunk = chunk.max(1);
+    let mut v = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .zip(a.par_chunks(chunk))
+        .zip(b.par_chunks(chunk))
+        .for_each(|((out, a), b)| {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                o.write(f(a, b));
+            }
+        });
+    // SAFETY: the chunks of `a` cover all `len` elements, and each task
+    // wrote every element of its chunk.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// `f(a[i])` for every `i` into a new vector: [`par_zip_map`] of one
+/// operand.
+pub fn par_map(a: &[f32], chunk: usize, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+    par_zip_map(a, a, chunk, |v, _| f(v))
+}
+
 /// `y = conv2d(x, w) + bias` (float32) with the kernel that suits `s`:
 /// [`depthwise`] for depthwise layers on small planes, [`direct`] for
 /// depthwise and few-channel groups with a spatial kernel,

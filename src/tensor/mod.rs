@@ -217,22 +217,37 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
-        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
-        let out = if autograd::records(inputs) {
-            let out = Tensor::new(Arc::new(RwLock::new(data)), shape, true, true);
-            autograd::attach(&out, name, inputs, backward);
-            out
-        } else {
-            Tensor::leaf(data, shape, false)
-        };
-        trace::record(name, inputs, &out);
-        out
+        Tensor::from_op_on_output(name, data, shape, inputs, move |dy, needs, _| {
+            backward(dy, needs)
+        })
     }
 
-    /// Whether an operation on `inputs` would be recorded: ops skip saving
-    /// what only the backward pass needs when it is not.
-    pub(crate) fn records(inputs: &[&Tensor]) -> bool {
-        autograd::records(inputs)
+    /// [`Tensor::from_op`] for an operation whose gradient depends on its
+    /// own output: `backward(dy, needs, y)` reads the output's values `y`
+    /// (shared with the result, not a copy; the graph keeps them alive,
+    /// not the result tensor).
+    pub(crate) fn from_op_on_output(
+        name: &'static str,
+        data: Vec<f32>,
+        shape: Vec<usize>,
+        inputs: &[&Tensor],
+        backward: impl Fn(&[f32], &[bool], &[f32]) -> Result<Vec<Option<Vec<f32>>>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Tensor {
+        debug_assert_eq!(data.len(), shape.iter().product::<usize>());
+        let recorded = autograd::records(inputs);
+        let values = Arc::new(RwLock::new(data));
+        let out = Tensor::new(Arc::clone(&values), shape, recorded, recorded);
+        if recorded {
+            autograd::attach(&out, name, inputs, move |dy, needs| {
+                let y = values.read().unwrap_or_else(|e| e.into_inner());
+                backward(dy, needs, &y)
+            });
+        }
+        trace::record(name, inputs, &out);
+        out
     }
 
     /// Identity of the tensor node (not of its storage).
