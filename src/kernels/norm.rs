@@ -43,6 +43,17 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// [`Layout::each_run`] over the values of `data`, which `f(first
+    /// plane, run)` rewrites in place.
+    fn each_run_in_place(&self, data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+        let per_task = (MIN_TASK / self.plane.max(1)).max(1);
+        data.par_chunks_mut(per_task * self.plane.max(1))
+            .enumerate()
+            .for_each(|(t, run)| f(t * per_task, run));
+    }
+}
+
 /// Values one parallel task should cover at least.
 const MIN_TASK: usize = 1 << 13;
 
@@ -98,7 +109,8 @@ pub fn normalize(
 
 /// Gradients of `Σ dy · batch_norm(x)` (or of `Σ dy · relu(batch_norm(x))`
 /// when `relu`: `dy` counts only where the normalised value is positive):
-/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when `want_dx`). With batch
+/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when `want_dx`, in `dy`'s
+/// buffer). With batch
 /// statistics (`training`) the mean and variance depend on `x`:
 /// `dx = γ · invstd · (dy − Σdy / M − x̂ · Σ(dy · x̂) / M)`;
 /// with running statistics `dx = γ · invstd · dy`.
@@ -106,7 +118,7 @@ pub fn normalize(
 pub fn backward(
     l: &Layout,
     x: &[f32],
-    dy: &[f32],
+    mut dy: Vec<f32>,
     mean: &[f32],
     invstd: &[f32],
     affine: Option<(&[f32], &[f32])>,
@@ -119,7 +131,7 @@ pub fn backward(
     let sums = l.each_channel(|c| {
         let mut s = [0f64; 2];
         let mask = mask.as_ref().map(|m| m[c]);
-        channel_dot_isa(Isa::best(), x, dy, *l, c, mean[c], mask, &mut s);
+        channel_dot_isa(Isa::best(), x, &dy, *l, c, mean[c], mask, &mut s);
         s
     });
     let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
@@ -145,11 +157,11 @@ pub fn backward(
                 [k, a, -k * mean_dy - a * mean[c]]
             })
             .collect();
-        l.each_run(|first, out| {
-            let at = first * l.plane;
-            let (xs, gs) = (&x[at..][..out.len()], &dy[at..][..out.len()]);
-            axpb_isa(Isa::best(), gs, xs, *l, first, &coef, mask.as_deref(), out);
-        })
+        l.each_run_in_place(&mut dy, |first, out| {
+            let xs = &x[first * l.plane..][..out.len()];
+            axpb_isa(Isa::best(), out, xs, *l, first, &coef, mask.as_deref());
+        });
+        dy
     });
     (
         dx,
@@ -240,43 +252,39 @@ fn channel_dot<T: Wide>(
     }
 }
 
-/// Over a run of whole planes starting at plane `first`: `out = k · u' +
-/// a · v + b` with the coefficients `[k, a, b]` of each plane's channel,
-/// where `u' = u`, or with masks `(scale, shift)` per channel, `u` where
-/// `v · scale + shift > 0` and 0 elsewhere.
+/// Over a run of whole planes starting at plane `first`, in place: `u =
+/// k · u' + a · v + b` with the coefficients `[k, a, b]` of each plane's
+/// channel, where `u' = u`, or with masks `(scale, shift)` per channel, `u`
+/// where `v · scale + shift > 0` and 0 elsewhere.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn axpb<T: Fma>(
-    u: &[T],
+    u: &mut [T],
     v: &[T],
     l: Layout,
     first: usize,
     coef: &[[T; 3]],
     mask: Option<&[(T, T)]>,
-    out: &mut [T],
 ) {
     let p = l.plane.max(1);
-    let planes = out
-        .chunks_exact_mut(p)
-        .zip(u.chunks_exact(p).zip(v.chunks_exact(p)));
-    for (i, (out, (u, v))) in planes.enumerate() {
+    let planes = u.chunks_exact_mut(p).zip(v.chunks_exact(p));
+    for (i, (u, v)) in planes.enumerate() {
         let c = (first + i) % l.channels;
         let [k, a, b] = coef[c];
         match mask {
             None => {
-                for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
-                    *o = u.fma(k, v.fma(a, b));
+                for (u, &v) in u.iter_mut().zip(v) {
+                    *u = u.fma(k, v.fma(a, b));
                 }
             }
             Some(mask) => {
                 let (s, t) = mask[c];
-                for ((o, &u), &v) in out.iter_mut().zip(u).zip(v) {
-                    let u = if v.fma(s, t) > T::zero() {
-                        u
+                for (u, &v) in u.iter_mut().zip(v) {
+                    let g = if v.fma(s, t) > T::zero() {
+                        *u
                     } else {
                         T::zero()
                     };
-                    *o = u.fma(k, v.fma(a, b));
+                    *u = g.fma(k, v.fma(a, b));
                 }
             }
         }
@@ -300,7 +308,7 @@ fn affine_max<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: 
 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &[T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>, out: &mut [T]) => axpb);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
 crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [T]) => affine_max);
 
 #[cfg(test)]
@@ -333,7 +341,7 @@ mod tests {
             let m = l.per_channel() as f64;
             let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
             let (_, dgamma, dbeta) =
-                backward(&l, &x, &dy, &mean, &invstd, None, true, false, false);
+                backward(&l, &x, dy.clone(), &mean, &invstd, None, true, false, false);
             for c in 0..channels {
                 let each = || (0..batch).flat_map(move |b| (0..plane).map(move |i| at(b, c, i)));
                 let mu = each().map(|k| x[k] as f64).sum::<f64>() / m;

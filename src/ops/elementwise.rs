@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::kernels::{par_map, par_zip_map};
 use crate::simd::relu_value;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 /// Chunk of the parallel element-wise loops (large enough to amortise a
 /// task, small enough to spread a layer over the threads).
@@ -13,7 +14,7 @@ const CHUNK: usize = 1 << 14;
 /// positive, that is where the output is.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     let y = par_map(&x.data(), CHUNK, relu_value);
-    Ok(Tensor::from_op_on_output(
+    Ok(Tensor::from_op_in_place(
         "relu",
         y,
         x.shape().to_vec(),
@@ -22,9 +23,17 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     ))
 }
 
-/// `dy` where `y > 0`, else 0: the gradient through a ReLU from its output.
-fn pass_where_positive(dy: &[f32], y: &[f32]) -> Vec<f32> {
-    par_zip_map(dy, y, CHUNK, |d, y| if y > 0.0 { d } else { 0.0 })
+/// `dy` where `y > 0`, else 0, in `dy`'s buffer: the gradient through a
+/// ReLU from its output.
+fn pass_where_positive(mut dy: Vec<f32>, y: &[f32]) -> Vec<f32> {
+    dy.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK))
+        .for_each(|(d, y)| {
+            for (d, &y) in d.iter_mut().zip(y) {
+                *d = if y > 0.0 { *d } else { 0.0 };
+            }
+        });
+    dy
 }
 
 fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -38,16 +47,27 @@ fn same_shape(op: &str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Both inputs' gradients when each is `dx` (for those that `needs` one):
+/// `dx` itself, and a copy where both need it.
+fn both(dx: Vec<f32>, needs: &[bool]) -> Vec<Option<Vec<f32>>> {
+    match *needs {
+        [true, true] => vec![Some(dx.clone()), Some(dx)],
+        [true, false] => vec![Some(dx), None],
+        [false, true] => vec![None, Some(dx)],
+        _ => vec![None, None],
+    }
+}
+
 /// `a + b` for tensors of one shape (residual connections).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add", a, b)?;
     let y = par_zip_map(&a.data(), &b.data(), CHUNK, |x, y| x + y);
-    Ok(Tensor::from_op(
+    Ok(Tensor::from_op_in_place(
         "add",
         y,
         a.shape().to_vec(),
         &[a, b],
-        |dy, needs| Ok(needs.iter().map(|&n| n.then(|| dy.to_vec())).collect()),
+        |dy, needs, _| Ok(both(dy, needs)),
     ))
 }
 
@@ -57,20 +77,12 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("add_relu", a, b)?;
     let y = par_zip_map(&a.data(), &b.data(), CHUNK, |x, y| relu_value(x + y));
-    Ok(Tensor::from_op_on_output(
+    Ok(Tensor::from_op_in_place(
         "add_relu",
         y,
         a.shape().to_vec(),
         &[a, b],
-        |dy, needs, y| {
-            let dx = pass_where_positive(dy, y);
-            Ok(match *needs {
-                [true, true] => vec![Some(dx.clone()), Some(dx)],
-                [true, false] => vec![Some(dx), None],
-                [false, true] => vec![None, Some(dx)],
-                _ => vec![None, None],
-            })
-        },
+        |dy, needs, y| Ok(both(pass_where_positive(dy, y), needs)),
     ))
 }
 

@@ -106,7 +106,7 @@ pub fn batch_norm(
     }
     let xs = x.clone();
     let affine_saved = affine.map(|(w, b)| (w.clone(), b.clone()));
-    Ok(Tensor::from_op(
+    Ok(Tensor::from_op_in_place(
         if args.relu {
             "batch_norm_relu"
         } else {
@@ -115,7 +115,7 @@ pub fn batch_norm(
         y,
         x.shape().to_vec(),
         &inputs,
-        move |dy, needs| {
+        move |dy, needs, _| {
             let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
             let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
             let (dx, dgamma, dbeta) = kernel::backward(

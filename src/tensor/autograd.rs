@@ -10,7 +10,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 /// The backward closure of one recorded operation.
-type BackwardFn = Box<dyn Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync>;
+type BackwardFn = Box<dyn Fn(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync>;
 
 pub(super) struct Node {
     name: &'static str,
@@ -62,7 +62,7 @@ pub(super) fn attach(
     out: &Tensor,
     name: &'static str,
     inputs: &[&Tensor],
-    backward: impl Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
+    backward: impl Fn(Vec<f32>, &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
 ) {
     *lock(&out.0.node) = Some(Node {
         name,
@@ -121,7 +121,7 @@ impl Tensor {
                 ));
             };
             let needs: Vec<bool> = node.inputs.iter().map(Tensor::is_tracked).collect();
-            let input_grads = (node.backward)(&g, &needs)?;
+            let input_grads = (node.backward)(g, &needs)?;
             for ((input, grad), need) in node.inputs.iter().zip(input_grads).zip(needs) {
                 let Some(grad) = grad.filter(|_| need) else {
                     continue;

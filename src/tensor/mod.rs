@@ -196,7 +196,7 @@ impl Tensor {
         if !recorded {
             return Ok(out);
         }
-        autograd::attach(&out, "reshape", &[self], |g, _| Ok(vec![Some(g.to_vec())]));
+        autograd::attach(&out, "reshape", &[self], |g, _| Ok(vec![Some(g)]));
         Ok(out)
     }
 
@@ -217,21 +217,22 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
-        Tensor::from_op_on_output(name, data, shape, inputs, move |dy, needs, _| {
-            backward(dy, needs)
+        Tensor::from_op_in_place(name, data, shape, inputs, move |dy, needs, _| {
+            backward(&dy, needs)
         })
     }
 
-    /// [`Tensor::from_op`] for an operation whose gradient depends on its
-    /// own output: `backward(dy, needs, y)` reads the output's values `y`
-    /// (shared with the result, not a copy; the graph keeps them alive,
-    /// not the result tensor).
-    pub(crate) fn from_op_on_output(
+    /// [`Tensor::from_op`] for an operation whose backward computes an
+    /// input's gradient in the buffer of the output gradient, or from the
+    /// operation's own output: `backward(dy, needs, y)` gets `dy` by value
+    /// and reads the output's values `y` (shared with the result, not a
+    /// copy; the graph keeps them alive, not the result tensor).
+    pub(crate) fn from_op_in_place(
         name: &'static str,
         data: Vec<f32>,
         shape: Vec<usize>,
         inputs: &[&Tensor],
-        backward: impl Fn(&[f32], &[bool], &[f32]) -> Result<Vec<Option<Vec<f32>>>>
+        backward: impl Fn(Vec<f32>, &[bool], &[f32]) -> Result<Vec<Option<Vec<f32>>>>
         + Send
         + Sync
         + 'static,
