@@ -42,6 +42,35 @@ pub fn par_collect(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + 
     v
 }
 
+/// A vector of `count` runs of `run` values, run `k` a copy of
+/// `source(k)` (which must hold `run` values), copied in parallel straight
+/// into the new vector (no zeroing pass first): plane gathers such as
+/// channel shuffles and concatenations.
+pub fn par_concat<'a, T: Copy + Send + Sync + 'a>(
+    count: usize,
+    run: usize,
+    source: impl Fn(usize) -> &'a [T] + Sync,
+) -> Vec<T> {
+    let len = count * run;
+    let mut v = Vec::with_capacity(len);
+    if len == 0 {
+        return v;
+    }
+    v.spare_capacity_mut()[..len]
+        .par_chunks_mut(run)
+        .enumerate()
+        .with_min_len((1 << 14) / run + 1)
+        .for_each(|(k, out)| {
+            // Panics (before `set_len`) unless the source has `run` values.
+            out.write_copy_of_slice(source(k));
+        });
+    // SAFETY: the `count` runs of `run` values cover all `len` elements and
+    // each was written by `write_copy_of_slice`, which writes all of its
+    // destination or panics.
+    unsafe { v.set_len(len) };
+    v
+}
+
 /// `f(a[i], b[i])` for every `i` (`a` and `b` of one length) into a new
 /// vector, by parallel tasks over chunks of `chunk` values; each value is
 /// written once, with no zeroing pass before.

@@ -3,45 +3,35 @@
 //! Output channel `j · g + i` is input channel `i · C/g + j`.
 
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 
-/// Shuffles `x` (`[batch, channels, plane]` with `plane = H · W`) into `y`.
-/// Its gradient is the shuffle with `channels / groups` groups (the inverse
+/// `x` (`[batch, channels, plane]` with `plane = H · W`) shuffled. Its
+/// gradient is the shuffle with `channels / groups` groups (the inverse
 /// permutation).
 pub fn channel_shuffle<T: Copy + Send + Sync>(
     x: &[T],
-    y: &mut [T],
     batch: usize,
     channels: usize,
     plane: usize,
     groups: usize,
-) -> Result<()> {
+) -> Result<Vec<T>> {
     if groups == 0 || !channels.is_multiple_of(groups) {
         return Err(Error::invalid(format!(
             "channel_shuffle: groups = {groups} must divide the {channels} channels"
         )));
     }
     let len = batch * channels * plane;
-    if x.len() != len || y.len() != len {
+    if x.len() != len {
         return Err(Error::invalid(format!(
-            "channel_shuffle: input has {} and output {} elements, the shape needs {len}",
-            x.len(),
-            y.len()
+            "channel_shuffle: input has {} elements, the shape needs {len}",
+            x.len()
         )));
     }
     let per = channels / groups;
-    x.par_chunks_exact(channels * plane)
-        .zip(y.par_chunks_exact_mut(channels * plane))
-        .for_each(|(xs, ys)| {
-            for i in 0..groups {
-                for j in 0..per {
-                    let src = (i * per + j) * plane;
-                    let dst = (j * groups + i) * plane;
-                    ys[dst..dst + plane].copy_from_slice(&xs[src..src + plane]);
-                }
-            }
-        });
-    Ok(())
+    Ok(super::par_concat(batch * channels, plane, |k| {
+        let (n, dst) = (k / channels, k % channels);
+        let (j, i) = (dst / groups, dst % groups);
+        &x[(n * channels + i * per + j) * plane..][..plane]
+    }))
 }
 
 #[cfg(test)]
@@ -52,14 +42,13 @@ mod tests {
     fn matches_pytorch_order_and_inverts() {
         // 6 channels, 2 groups: [0 1 2 | 3 4 5] -> [0 3 1 4 2 5] (PyTorch).
         let x: Vec<u32> = (0..12).collect(); // batch 2, plane 1
-        let mut y = vec![0; 12];
-        channel_shuffle(&x, &mut y, 2, 6, 1, 2).unwrap();
+        let y = channel_shuffle(&x, 2, 6, 1, 2).unwrap();
         assert_eq!(y, [0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11]);
-        let mut back = vec![0; 12];
-        channel_shuffle(&y, &mut back, 2, 6, 1, 3).unwrap();
+        let back = channel_shuffle(&y, 2, 6, 1, 3).unwrap();
         assert_eq!(back, x);
+        assert!(channel_shuffle(&x[1..], 2, 6, 1, 2).is_err());
         assert!(
-            channel_shuffle(&x, &mut y, 2, 6, 1, 4)
+            channel_shuffle(&x, 2, 6, 1, 4)
                 .unwrap_err()
                 .to_string()
                 .contains("groups = 4")

@@ -2,7 +2,7 @@
 
 use super::nchw;
 use crate::error::{Error, Result};
-use crate::kernels::shuffle;
+use crate::kernels::{par_concat, shuffle};
 use crate::tensor::Tensor;
 
 /// Concatenates `[N, C_i, H, W]` tensors along the channels (PyTorch
@@ -26,13 +26,17 @@ pub fn cat(xs: &[&Tensor]) -> Result<Tensor> {
     }
     let plane = h * w;
     let total: usize = channels.iter().sum();
-    let mut y = Vec::with_capacity(n * total * plane);
+    // Per output channel: its input and the channel there.
+    let from: Vec<(usize, usize)> = channels
+        .iter()
+        .enumerate()
+        .flat_map(|(t, &c)| (0..c).map(move |k| (t, k)))
+        .collect();
     let datas: Vec<_> = xs.iter().map(|x| x.data()).collect();
-    for i in 0..n {
-        for (d, &c) in datas.iter().zip(&channels) {
-            y.extend_from_slice(&d[i * c * plane..][..c * plane]);
-        }
-    }
+    let y = par_concat(n * total, plane, |k| {
+        let (i, (t, ch)) = (k / total, from[k % total]);
+        &datas[t][(i * channels[t] + ch) * plane..][..plane]
+    });
     drop(datas);
     Ok(Tensor::from_op(
         "cat",
@@ -40,19 +44,15 @@ pub fn cat(xs: &[&Tensor]) -> Result<Tensor> {
         vec![n, total, h, w],
         xs,
         move |dy, _| {
-            let mut grads: Vec<Vec<f32>> = channels
-                .iter()
-                .map(|&c| Vec::with_capacity(n * c * plane))
-                .collect();
-            let mut rest = dy;
-            for _ in 0..n {
-                for (g, &c) in grads.iter_mut().zip(&channels) {
-                    let (head, tail) = rest.split_at(c * plane);
-                    g.extend_from_slice(head);
-                    rest = tail;
-                }
-            }
-            Ok(grads.into_iter().map(Some).collect())
+            let mut offset = 0;
+            let grads = channels.iter().map(|&c| {
+                let first = offset;
+                offset += c;
+                Some(par_concat(n * c, plane, |k| {
+                    &dy[((k / c) * total + first + k % c) * plane..][..plane]
+                }))
+            });
+            Ok(grads.collect())
         },
     ))
 }
@@ -66,16 +66,14 @@ pub fn channel_shuffle(x: &Tensor, groups: usize) -> Result<Tensor> {
     if groups == 1 || (groups == c && c > 0) {
         return Ok(x.clone());
     }
-    let mut y = super::zeroed(x.numel());
-    shuffle::channel_shuffle(&x.data(), &mut y, n, c, h * w, groups)?;
+    let y = shuffle::channel_shuffle(&x.data(), n, c, h * w, groups)?;
     Ok(Tensor::from_op(
         "channel_shuffle",
         y,
         vec![n, c, h, w],
         &[x],
         move |dy, _| {
-            let mut dx = super::zeroed(dy.len());
-            shuffle::channel_shuffle(dy, &mut dx, n, c, h * w, c / groups)?;
+            let dx = shuffle::channel_shuffle(dy, n, c, h * w, c / groups)?;
             Ok(vec![Some(dx)])
         },
     ))
