@@ -8,6 +8,7 @@
 
 use crate::simd::{Fma, Isa};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Data layout: `batch` images of `channels` planes of `plane` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,21 +35,20 @@ impl Layout {
             .collect()
     }
 
-    /// The `batch · channels · plane` values written by `f(first plane,
-    /// out)` for runs of whole planes `out`, in parallel.
-    fn each_run(&self, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    /// Planes per parallel task of the element-wise passes, and the values
+    /// of such a run of whole planes.
+    fn runs(&self) -> (usize, usize) {
         let per_task = (MIN_TASK / self.plane.max(1)).max(1);
-        let len = self.batch * self.channels * self.plane;
-        super::par_collect(len, per_task * self.plane, |t, out| f(t * per_task, out))
+        (per_task, per_task * self.plane.max(1))
     }
 }
 
 impl Layout {
-    /// [`Layout::each_run`] over the values of `data`, which `f(first
-    /// plane, run)` rewrites in place.
+    /// `f(first plane, run)` on runs of whole planes of `data`, in
+    /// parallel; `f` rewrites its run in place.
     fn each_run_in_place(&self, data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-        let per_task = (MIN_TASK / self.plane.max(1)).max(1);
-        data.par_chunks_mut(per_task * self.plane.max(1))
+        let (per_task, run) = self.runs();
+        data.par_chunks_mut(run)
             .enumerate()
             .for_each(|(t, run)| f(t * per_task, run));
     }
@@ -101,10 +101,23 @@ pub fn normalize(
 ) -> Vec<f32> {
     let maps = scale_shift(mean, invstd, affine);
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
-    l.each_run(|first, out| {
-        let x = &x[first * l.plane..][..out.len()];
-        affine_max_isa(Isa::best(), x, *l, first, &maps, floor, out);
-    })
+    let len = l.batch * l.channels * l.plane;
+    assert_eq!(x.len(), len, "normalize: {} values for {l:?}", x.len());
+    let (per_task, run) = l.runs();
+    let mut y = Vec::with_capacity(len);
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(run)
+        .enumerate()
+        .for_each(|(t, out)| {
+            let first = t * per_task;
+            let x = &x[first * l.plane..][..out.len()];
+            affine_max_isa(Isa::best(), x, *l, first, &maps, floor, out);
+        });
+    // SAFETY: `len` and `run` are multiples of the plane, so every task's
+    // `out` is a run of whole planes, as long as its `x`, and `affine_max`
+    // writes every value of such a run; the tasks cover all `len` values.
+    unsafe { y.set_len(len) };
+    y
 }
 
 /// Gradients of `Σ dy · batch_norm(x)` (or of `Σ dy · relu(batch_norm(x))`
@@ -293,15 +306,24 @@ fn axpb<T: Fma>(
 
 /// Over a run of whole planes starting at plane `first`: `out = max(x ·
 /// scale + shift, floor)` with each plane's channel's `(scale, shift)`.
+/// Writes every value of `out` when `out` and `x` are runs of whole planes
+/// of one length ([`normalize`] relies on it).
 #[inline(always)]
-fn affine_max<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [T]) {
+fn affine_max<T: Fma>(
+    x: &[T],
+    l: Layout,
+    first: usize,
+    maps: &[(T, T)],
+    floor: T,
+    out: &mut [MaybeUninit<T>],
+) {
     let p = l.plane.max(1);
     for (i, (out, x)) in out.chunks_exact_mut(p).zip(x.chunks_exact(p)).enumerate() {
         let (scale, shift) = maps[(first + i) % l.channels];
         for (o, &v) in out.iter_mut().zip(x) {
             let y = v.fma(scale, shift);
             // NaN stays NaN, as in PyTorch (`y > floor` would replace it).
-            *o = if y < floor { floor } else { y };
+            o.write(if y < floor { floor } else { y });
         }
     }
 }
@@ -309,7 +331,7 @@ fn affine_max<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
 crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
-crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [T]) => affine_max);
+crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
 
 #[cfg(test)]
 mod tests {
