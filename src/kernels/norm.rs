@@ -41,9 +41,7 @@ impl Layout {
         let per_task = (MIN_TASK / self.plane.max(1)).max(1);
         (per_task, per_task * self.plane.max(1))
     }
-}
 
-impl Layout {
     /// `f(first plane, run)` on runs of whole planes of `data`, in
     /// parallel; `f` rewrites its run in place.
     fn each_run_in_place(&self, data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {

@@ -135,6 +135,21 @@ pub fn max_forward(
         }
     };
     let [_, ow] = s.output();
+    let (width, stride, pad) = (s.input[1], s.stride[1], s.padding[1]);
+    // Per kernel column, the outputs whose column lies inside the input:
+    // `ox · stride + t − pad ∈ [0, width)`.
+    let reach: Vec<std::ops::Range<usize>> = (0..s.kernel[1])
+        .map(|t| {
+            let lo = pad.saturating_sub(t).div_ceil(stride);
+            let hi = (width + pad).saturating_sub(t).div_ceil(stride).min(ow);
+            lo..hi.max(lo)
+        })
+        .collect();
+    let first_cols: Vec<usize> = (0..ow).map(|o| s.window(1, o).0.start).collect();
+    let cols = ArgColumns {
+        reach: &reach,
+        first: &first_cols,
+    };
     y.par_chunks_mut(op)
         .zip(argmax.par_chunks_mut(op))
         .enumerate()
@@ -143,10 +158,18 @@ pub fn max_forward(
             || vec![0f32; ow],
             |picked, (p, (out, arg))| {
                 let plane = &x[p * ip..][..ip];
-                max_arg_plane_isa::<f32>(Isa::best(), s, plane, out, arg, picked);
+                max_arg_plane_isa::<f32>(Isa::best(), s, &cols, plane, out, arg, picked);
             },
         );
     Ok(())
+}
+
+/// The column geometry of [`max_arg_plane`], the same for every plane:
+/// per kernel column the outputs it reaches inside the input, and per
+/// output column its window's first input column.
+pub(crate) struct ArgColumns<'a> {
+    reach: &'a [std::ops::Range<usize>],
+    first: &'a [usize],
 }
 
 /// One plane of [`max_forward`] with argmax, a row of outputs at a time:
@@ -159,6 +182,7 @@ pub fn max_forward(
 #[inline(always)]
 fn max_arg_plane<T: Fma>(
     s: &PoolShape,
+    cols: &ArgColumns,
     plane: &[T],
     out: &mut [T],
     arg: &mut [u32],
@@ -167,29 +191,19 @@ fn max_arg_plane<T: Fma>(
     let [_, ow] = s.output();
     let width = s.input[1];
     let (stride, pad) = (s.stride[1], s.padding[1]);
-    // Per kernel column, the outputs whose column lies inside the input:
-    // `ox · stride + t − pad ∈ [0, width)`.
-    let reach: Vec<std::ops::Range<usize>> = (0..s.kernel[1])
-        .map(|t| {
-            let lo = pad.saturating_sub(t).div_ceil(stride);
-            let hi = (width + pad).saturating_sub(t).div_ceil(stride).min(ow);
-            lo..hi.max(lo)
-        })
-        .collect();
-    let first_cols: Vec<usize> = (0..ow).map(|o| s.window(1, o).0.start).collect();
     for (oy, (out_row, arg_row)) in out
         .chunks_exact_mut(ow)
         .zip(arg.chunks_exact_mut(ow))
         .enumerate()
     {
         let (rows, _) = s.window(0, oy);
-        for ((o, a), &c) in out_row.iter_mut().zip(arg_row.iter_mut()).zip(&first_cols) {
+        for ((o, a), &c) in out_row.iter_mut().zip(arg_row.iter_mut()).zip(cols.first) {
             let at = rows.start * width + c;
             *o = plane[at];
             *a = at as u32;
         }
         for r in rows {
-            for (t, reach) in reach.iter().enumerate() {
+            for (t, reach) in cols.reach.iter().enumerate() {
                 let n = reach.len();
                 if n == 0 {
                     continue;
@@ -225,7 +239,7 @@ fn max_arg_plane<T: Fma>(
     }
 }
 
-crate::dispatch!(fn max_arg_plane_isa<T: Fma>(s: &PoolShape, plane: &[T], out: &mut [T], arg: &mut [u32], picked: &mut [T]) => max_arg_plane);
+crate::dispatch!(fn max_arg_plane_isa<T: Fma>(s: &PoolShape, cols: &ArgColumns, plane: &[T], out: &mut [T], arg: &mut [u32], picked: &mut [T]) => max_arg_plane);
 
 /// Max pooling's values alone (inference), [`separable`]. NaN wins as in
 /// [`max_forward`].

@@ -519,12 +519,12 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
     let tile_cols = |c: usize| c..(c + NR).min(b.cols.end);
     let (rows, cols) = (b.rows.len(), b.cols.len());
     let sweep_rows = rows > cols || (b.k >= 64 && (rows >= 2 * b.k || tiles >= 64));
+    let all_weights = b.weights();
     if sweep_rows {
         // Runs of evenly many column tiles.
         let run_tiles = tiles.div_ceil((tiles * b.k * NR).div_ceil(PACKED_INPUTS).max(1));
         let per_run = run_tiles * NR;
         xs.resize(run_tiles * b.k * NR, T::zero());
-        let all_weights = b.weights();
         for start in b.cols.clone().step_by(per_run) {
             let run = start..(start + per_run).min(b.cols.end);
             let panels = || run.clone().step_by(NR).map(tile_cols);
@@ -557,7 +557,7 @@ fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
             for r0 in band.clone().step_by(MR) {
                 if c0 == b.cols.start {
                     let ahead = (r0 + MR - b.rows.start) * b.k;
-                    fetch_ahead(b.weights(), ahead..ahead + b.k * MR, 0, 1);
+                    fetch_ahead(all_weights, ahead..ahead + b.k * MR, 0, 1);
                 }
                 store_tile(b, r0, cols.clone(), tile(weights(r0), xs));
             }
