@@ -272,26 +272,21 @@ pub(crate) fn merge_even_odd<T: Scalar>(even: &[T], odd: &[T], dst: &mut [T]) {
     }
 }
 
-/// [`merge_even_odd`]'s pairs in chunks of `C` (at least `C` pairs). The
-/// two halves of each window are built in locals and then stored: written
-/// straight into `dst`, which might alias `even` and `odd` as far as the
-/// compiler knows, the moves stay scalar.
+/// [`merge_even_odd`]'s pairs in chunks of `C` (at least `C` pairs), each
+/// chunk a loop of fixed length over pairs of `dst` that the compiler turns
+/// into two-source permutes. (Built in locals by index, `lo[j] = e[j / 2]`
+/// or `o[j / 2]`, the moves stayed scalar: 32 loads and 32 stores per chunk
+/// of 16, 40 % of the stride-2 input gradient's time.)
 #[inline(always)]
 fn merge_chunks<T: Scalar, const C: usize>(even: &[T], odd: &[T], dst: &mut [T]) {
     for at in chunk_starts(dst.len() / 2, C) {
-        let e: [T; C] = even[at..][..C].try_into().expect("chunk");
-        let o: [T; C] = odd[at..][..C].try_into().expect("chunk");
-        let pick = |j: usize| {
-            if j.is_multiple_of(2) {
-                e[j / 2]
-            } else {
-                o[j / 2]
-            }
-        };
-        let lo: [T; C] = std::array::from_fn(pick);
-        let hi: [T; C] = std::array::from_fn(|j| pick(C + j));
-        dst[2 * at..][..C].copy_from_slice(&lo);
-        dst[2 * at + C..][..C].copy_from_slice(&hi);
+        let e: &[T; C] = even[at..][..C].try_into().expect("chunk");
+        let o: &[T; C] = odd[at..][..C].try_into().expect("chunk");
+        let pairs = dst[2 * at..][..2 * C].chunks_exact_mut(2);
+        for (d, (&e, &o)) in pairs.zip(e.iter().zip(o)) {
+            d[0] = e;
+            d[1] = o;
+        }
     }
 }
 
