@@ -250,14 +250,14 @@ fn take_even_chunks<T: Scalar, const C: usize>(dst: &mut [T], src: &[T]) {
 
 /// `dst[2 · i] = even[i]`, `dst[2 · i + 1] = odd[i]` (`even` holds at
 /// least `⌈n / 2⌉` values, `odd` `⌊n / 2⌋`, `n = dst.len()`): the inverse of
-/// taking the even and the odd values, whole vectors of `dst` written at
-/// once: as [`take_even`], chunks of 16 pairs, or two overlapping chunks of
-/// 8 or 4.
+/// taking the even and the odd values, a vector of `dst` written at once:
+/// chunks of 8 pairs (one AVX-512 vector of f32), or for shorter rows two
+/// overlapping chunks of 4. (In chunks of 16 pairs the compiler built the
+/// second half of each chunk with gathers.)
 #[inline(always)]
 pub(crate) fn merge_even_odd<T: Scalar>(even: &[T], odd: &[T], dst: &mut [T]) {
     let pairs = dst.len() / 2;
     match pairs {
-        EVEN_CHUNK.. => merge_chunks::<T, EVEN_CHUNK>(even, odd, dst),
         8.. => merge_chunks::<T, 8>(even, odd, dst),
         4.. => merge_chunks::<T, 4>(even, odd, dst),
         _ => {
@@ -274,9 +274,10 @@ pub(crate) fn merge_even_odd<T: Scalar>(even: &[T], odd: &[T], dst: &mut [T]) {
 
 /// [`merge_even_odd`]'s pairs in chunks of `C` (at least `C` pairs), each
 /// chunk a loop of fixed length over pairs of `dst` that the compiler turns
-/// into two-source permutes. (Built in locals by index, `lo[j] = e[j / 2]`
+/// into a two-source permute. (Built in locals by index, `lo[j] = e[j / 2]`
 /// or `o[j / 2]`, the moves stayed scalar: 32 loads and 32 stores per chunk
-/// of 16, 40 % of the stride-2 input gradient's time.)
+/// of 16, the largest item in perf's profile of the stride-2 input
+/// gradient.)
 #[inline(always)]
 fn merge_chunks<T: Scalar, const C: usize>(even: &[T], odd: &[T], dst: &mut [T]) {
     for at in chunk_starts(dst.len() / 2, C) {
