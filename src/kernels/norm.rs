@@ -87,8 +87,10 @@ fn scale_shift(mean: &[f32], invstd: &[f32], affine: Option<(&[f32], &[f32])>) -
         .collect()
 }
 
-/// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), followed
-/// by `max(y, 0)` when `relu` (the fused `relu(batch_norm(x))`).
+/// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), plus
+/// `residual` (laid out like `x`) when given, followed by `max(·, 0)` when
+/// `relu`: the fused `relu(batch_norm(x))` and `relu(batch_norm(x) +
+/// residual)`, each value rounded as the separate operations round it.
 pub fn normalize(
     l: &Layout,
     x: &[f32],
@@ -96,11 +98,20 @@ pub fn normalize(
     invstd: &[f32],
     affine: Option<(&[f32], &[f32])>,
     relu: bool,
+    residual: Option<&[f32]>,
 ) -> Vec<f32> {
     let maps = scale_shift(mean, invstd, affine);
     let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
     let len = l.batch * l.channels * l.plane;
     assert_eq!(x.len(), len, "normalize: {} values for {l:?}", x.len());
+    if let Some(r) = residual {
+        assert_eq!(
+            r.len(),
+            len,
+            "normalize: residual of {} values for {l:?}",
+            r.len()
+        );
+    }
     let (per_task, run) = l.runs();
     let mut y = Vec::with_capacity(len);
     y.spare_capacity_mut()[..len]
@@ -109,11 +120,13 @@ pub fn normalize(
         .for_each(|(t, out)| {
             let first = t * per_task;
             let x = &x[first * l.plane..][..out.len()];
-            affine_max_isa(Isa::best(), x, *l, first, &maps, floor, out);
+            let r = residual.map(|r| &r[first * l.plane..][..out.len()]);
+            affine_max_isa(Isa::best(), x, r, *l, first, &maps, floor, out);
         });
     // SAFETY: `len` and `run` are multiples of the plane, so every task's
-    // `out` is a run of whole planes, as long as its `x`, and `affine_max`
-    // writes every value of such a run; the tasks cover all `len` values.
+    // `out` is a run of whole planes, as long as its `x` (and residual),
+    // and `affine_max` writes every value of such a run; the tasks cover
+    // all `len` values.
     unsafe { y.set_len(len) };
     y
 }
@@ -303,12 +316,14 @@ fn axpb<T: Fma>(
 }
 
 /// Over a run of whole planes starting at plane `first`: `out = max(x ·
-/// scale + shift, floor)` with each plane's channel's `(scale, shift)`.
-/// Writes every value of `out` when `out` and `x` are runs of whole planes
-/// of one length ([`normalize`] relies on it).
+/// scale + shift (+ r), floor)` with each plane's channel's `(scale,
+/// shift)`, adding the residual `r` (as long as `x`) when given. Writes
+/// every value of `out` when `out` and `x` are runs of whole planes of one
+/// length ([`normalize`] relies on it).
 #[inline(always)]
 fn affine_max<T: Fma>(
     x: &[T],
+    r: Option<&[T]>,
     l: Layout,
     first: usize,
     maps: &[(T, T)],
@@ -316,12 +331,22 @@ fn affine_max<T: Fma>(
     out: &mut [MaybeUninit<T>],
 ) {
     let p = l.plane.max(1);
+    // NaN stays NaN, as in PyTorch (`y > floor` would replace it).
+    let clamp = |y: T| if y < floor { floor } else { y };
     for (i, (out, x)) in out.chunks_exact_mut(p).zip(x.chunks_exact(p)).enumerate() {
         let (scale, shift) = maps[(first + i) % l.channels];
-        for (o, &v) in out.iter_mut().zip(x) {
-            let y = v.fma(scale, shift);
-            // NaN stays NaN, as in PyTorch (`y > floor` would replace it).
-            o.write(if y < floor { floor } else { y });
+        match r {
+            None => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    o.write(clamp(v.fma(scale, shift)));
+                }
+            }
+            Some(r) => {
+                let r = &r[i * p..][..p];
+                for ((o, &v), &r) in out.iter_mut().zip(x).zip(r) {
+                    o.write(clamp(v.fma(scale, shift) + r));
+                }
+            }
         }
     }
 }
@@ -329,7 +354,7 @@ fn affine_max<T: Fma>(
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
 crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
-crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
+crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], r: Option<&[T]>, l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
 
 #[cfg(test)]
 mod tests {

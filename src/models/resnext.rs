@@ -76,9 +76,10 @@ impl Module for ResNeXtUnit {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let body = self.body.forward(x)?;
+        let b = &self.body;
+        let y = b.conv2.forward(&b.conv1.forward(x)?)?;
         // In summaries: `unit.add`, not `unit.body.conv3.add`.
-        scoped("../..", || ops::add_relu(&body, &shortcut))
+        (b.conv3.bn).after_conv_add_relu(&b.conv3.conv, &y, &shortcut, Some("../.."))
     }
 
     /// The shortcut first, then the body, whose last conv adds the

@@ -136,11 +136,12 @@ impl Module for ShuffleUnit {
             .after_conv(&self.compress_conv1, x, true)?;
         let y = ops::channel_shuffle(&y, self.groups)?;
         let y = self.dw_bn2.after_conv(&self.dw_conv2, &y, false)?;
-        let y = self.expand_bn3.after_conv(&self.expand_conv3, &y, false)?;
         if self.downsample {
+            let y = self.expand_bn3.after_conv(&self.expand_conv3, &y, false)?;
             ops::relu(&ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?)
         } else {
-            ops::add_relu(&y, x)
+            self.expand_bn3
+                .after_conv_add_relu(&self.expand_conv3, &y, x, None)
         }
     }
 

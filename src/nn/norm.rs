@@ -47,7 +47,7 @@ impl BatchNorm2d {
 impl BatchNorm2d {
     /// `relu(self.forward(x))` in one pass (forward and backward).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, true)
+        self.run(x, true, None)
     }
 
     /// `self(conv(x))`, or its ReLU when `relu`. For inference (evaluation
@@ -70,10 +70,33 @@ impl BatchNorm2d {
             && self.weight.numel() == c.out_channels
             && outputs >= conv.weight.numel();
         if !folds {
-            return self.run(&conv.forward(x)?, relu);
+            return self.run(&conv.forward(x)?, relu, None);
         }
         let (weight, bias) = self.folded(conv)?;
         ops::conv2d(x, &weight, Some(&bias), conv.config.args())
+    }
+
+    /// `relu(self(conv(x)) + residual)` (a residual unit's end). In
+    /// training the normalisation, the residual and the ReLU are one pass
+    /// over the output ([`ops::batch_norm_add_relu`]); otherwise, and
+    /// inside a [`trace`] (so that summaries list the addition), it is
+    /// [`after_conv`](Self::after_conv) followed by [`ops::add_relu`] under
+    /// `scope` (see [`trace::scoped`]).
+    pub fn after_conv_add_relu(
+        &self,
+        conv: &Conv2d,
+        x: &Tensor,
+        residual: &Tensor,
+        scope: Option<&'static str>,
+    ) -> Result<Tensor> {
+        if self.training && !trace::is_tracing() {
+            return self.run(&conv.forward(x)?, true, Some(residual));
+        }
+        let y = self.after_conv(conv, x, false)?;
+        match scope {
+            Some(scope) => trace::scoped(scope, || ops::add_relu(&y, residual)),
+            None => ops::add_relu(&y, residual),
+        }
     }
 
     /// The weight and bias of `bn(conv(·))` as one convolution (evaluation
@@ -106,7 +129,8 @@ impl BatchNorm2d {
         ))
     }
 
-    fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+    /// `self(x)`, its ReLU when `relu`, or `relu(self(x) + residual)`.
+    fn run(&self, x: &Tensor, relu: bool, residual: Option<&Tensor>) -> Result<Tensor> {
         let args = BatchNormArgs {
             training: self.training,
             momentum: self.momentum,
@@ -114,12 +138,12 @@ impl BatchNorm2d {
             relu,
         };
         let tracks = !self.training || TRACKS_RUNNING_STATS.with(Cell::get);
-        let y = ops::batch_norm(
-            x,
-            tracks.then_some((&self.running_mean, &self.running_var)),
-            Some((&self.weight, &self.bias)),
-            args,
-        )?;
+        let running = tracks.then_some((&self.running_mean, &self.running_var));
+        let affine = Some((&self.weight, &self.bias));
+        let y = match residual {
+            Some(r) => ops::batch_norm_add_relu(x, r, running, affine, args)?,
+            None => ops::batch_norm(x, running, affine, args)?,
+        };
         if self.training && tracks {
             self.num_batches_tracked.data_mut()[0] += 1.0;
         }
@@ -149,7 +173,7 @@ pub fn without_running_stats<R>(f: impl FnOnce() -> R) -> R {
 
 impl Module for BatchNorm2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.run(x, false)
+        self.run(x, false, None)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, Kind)) {

@@ -25,7 +25,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `dy` where `y > 0`, else 0, in `dy`'s buffer: the gradient through a
 /// ReLU from its output.
-fn pass_where_positive(mut dy: Vec<f32>, y: &[f32]) -> Vec<f32> {
+pub(crate) fn pass_where_positive(mut dy: Vec<f32>, y: &[f32]) -> Vec<f32> {
     dy.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))
         .for_each(|(d, y)| {

@@ -17,7 +17,7 @@ pub use conv::{Conv2dArgs, conv2d};
 pub use elementwise::{add, add_relu, mul, relu, sum};
 pub use linear::linear;
 pub use loss::{cross_entropy, log_softmax, softmax};
-pub use norm::{BatchNormArgs, batch_norm};
+pub use norm::{BatchNormArgs, batch_norm, batch_norm_add_relu};
 pub use pool::{Pool2dArgs, avg_pool2d, global_avg_pool2d, max_pool2d};
 
 use crate::error::{Error, Result};

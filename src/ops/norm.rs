@@ -1,5 +1,6 @@
 //! `batch_norm` over the channels of `[N, C, H, W]` (or `[N, C]`) data.
 
+use super::elementwise::pass_where_positive;
 use crate::error::{Error, Result};
 use crate::kernels::norm::{self as kernel, Layout};
 use crate::tensor::Tensor;
@@ -37,6 +38,39 @@ impl Default for BatchNormArgs {
 /// must be given.
 pub fn batch_norm(
     x: &Tensor,
+    running: Option<(&Tensor, &Tensor)>,
+    affine: Option<(&Tensor, &Tensor)>,
+    args: BatchNormArgs,
+) -> Result<Tensor> {
+    batch_norm_then(x, None, running, affine, args)
+}
+
+/// `relu(batch_norm(x) + residual)` (a residual unit's last batch norm,
+/// its shortcut and its activation) in one pass over the output, with the
+/// values and gradients of the separate operations (`args.relu` is
+/// implied); `residual` has `x`'s shape.
+pub fn batch_norm_add_relu(
+    x: &Tensor,
+    residual: &Tensor,
+    running: Option<(&Tensor, &Tensor)>,
+    affine: Option<(&Tensor, &Tensor)>,
+    args: BatchNormArgs,
+) -> Result<Tensor> {
+    if residual.shape() != x.shape() {
+        return Err(Error::invalid(format!(
+            "batch_norm_add_relu: residual shape {:?} differs from the input's {:?}",
+            residual.shape(),
+            x.shape()
+        )));
+    }
+    let args = BatchNormArgs { relu: true, ..args };
+    batch_norm_then(x, Some(residual), running, affine, args)
+}
+
+/// [`batch_norm`], adding `residual` before the ReLU when given.
+fn batch_norm_then(
+    x: &Tensor,
+    residual: Option<&Tensor>,
     running: Option<(&Tensor, &Tensor)>,
     affine: Option<(&Tensor, &Tensor)>,
     args: BatchNormArgs,
@@ -98,24 +132,40 @@ pub fn batch_norm(
     let y = {
         let ad = affine.map(|(w, b)| (w.data(), b.data()));
         let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
-        kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu)
+        let rd = residual.map(|r| r.data());
+        kernel::normalize(
+            &l,
+            &x.data(),
+            &mean,
+            &invstd,
+            aff,
+            args.relu,
+            rd.as_deref().map(Vec::as_slice),
+        )
     };
     let mut inputs = vec![x];
     if let Some((w, b)) = affine {
         inputs.extend([w, b]);
     }
+    inputs.extend(residual);
     let xs = x.clone();
     let affine_saved = affine.map(|(w, b)| (w.clone(), b.clone()));
+    let name = match (residual.is_some(), args.relu) {
+        (true, _) => "batch_norm_add_relu",
+        (false, true) => "batch_norm_relu",
+        (false, false) => "batch_norm",
+    };
+    let adds = residual.is_some();
     Ok(Tensor::from_op_in_place(
-        if args.relu {
-            "batch_norm_relu"
-        } else {
-            "batch_norm"
-        },
+        name,
         y,
         x.shape().to_vec(),
         &inputs,
-        move |dy, needs, _| {
+        move |dy, needs, y| {
+            // With a residual the ReLU's mask comes from the output (the sum),
+            // and the residual's gradient is the masked `dy`.
+            let dy = if adds { pass_where_positive(dy, y) } else { dy };
+            let d_residual = (adds && needs[needs.len() - 1]).then(|| dy.clone());
             let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
             let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
             let (dx, dgamma, dbeta) = kernel::backward(
@@ -126,10 +176,17 @@ pub fn batch_norm(
                 &invstd,
                 aff,
                 args.training,
-                args.relu,
+                args.relu && !adds,
                 needs[0],
             );
-            Ok(vec![dx, Some(dgamma), Some(dbeta)])
+            let mut grads = vec![dx];
+            if aff.is_some() {
+                grads.extend([Some(dgamma), Some(dbeta)]);
+            }
+            if adds {
+                grads.push(d_residual);
+            }
+            Ok(grads)
         },
     ))
 }

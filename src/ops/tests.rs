@@ -250,6 +250,60 @@ fn fused_batch_norm_relu_equals_relu_of_batch_norm() {
 }
 
 #[test]
+fn fused_batch_norm_add_relu_equals_the_separate_operations() {
+    let (x, w, b) = (param(&[3, 4, 3, 2], 26), param(&[4], 27), param(&[4], 28));
+    let r = param(&[3, 4, 3, 2], 29);
+    for training in [true, false] {
+        let args = BatchNormArgs {
+            training,
+            ..Default::default()
+        };
+        let run = |fuse: bool| {
+            let (rm, rv) = (Tensor::full(&[4], 0.3), Tensor::full(&[4], 2.0));
+            let t = [&x, &w, &b, &r].map(|t| t.detach().requires_grad());
+            let running = Some((&rm, &rv));
+            let y = if fuse {
+                batch_norm_add_relu(&t[0], &t[3], running, Some((&t[1], &t[2])), args)
+            } else {
+                let y = batch_norm(&t[0], running, Some((&t[1], &t[2])), args).unwrap();
+                add_relu(&y, &t[3])
+            }
+            .unwrap();
+            let dy: Vec<f32> = (0..y.numel())
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            y.backward_with(dy).unwrap();
+            let mut out = vec![y.to_vec(), rm.to_vec(), rv.to_vec()];
+            out.extend(t.iter().map(|t| t.grad().unwrap().to_vec()));
+            out
+        };
+        let (want, got) = (run(false), run(true));
+        // The same roundings in the same order: equal bit for bit.
+        assert_eq!(got, want, "training {training}");
+        assert!(want[0].contains(&0.0), "the ReLU clips something");
+    }
+    gradcheck(
+        &[x.clone(), w.clone(), b.clone(), r.clone()],
+        |t| {
+            batch_norm_add_relu(
+                &t[0],
+                &t[3],
+                None,
+                Some((&t[1], &t[2])),
+                BatchNormArgs::default(),
+            )
+        },
+        // Small steps: a step of γ or β moves a whole channel, and no value
+        // may cross the ReLU's kink.
+        1e-3,
+        2,
+    );
+    let short = param(&[3, 4, 2, 2], 30);
+    let err = batch_norm_add_relu(&x, &short, None, None, BatchNormArgs::default()).unwrap_err();
+    assert!(err.to_string().contains("residual shape"), "{err}");
+}
+
+#[test]
 fn batch_norm_updates_running_statistics_like_pytorch() {
     // Channel values 1, 2, 3, 4: mean 2.5, biased variance 1.25,
     // unbiased 5/3.
