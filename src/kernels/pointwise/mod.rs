@@ -33,8 +33,25 @@ const NR: usize = 2 * LANES;
 /// [`NR`] positions poorly (7 × 7, 14 × 14).
 const WIDE: usize = 2 * LANES;
 /// Positions per register tile of the channel-vectorised layout: 7 × 7,
-/// 14 × 14 and 28 × 28 planes are whole tiles.
+/// 14 × 14 and 28 × 28 planes are whole tiles; planes of rows of 8, 16 or
+/// 32 positions (ResNeXt-29's 8 × 8) take tiles of [`PT8`], see
+/// [`position_tile`].
 const PT: usize = 7;
+/// The other position tile of the channel-vectorised layout.
+const PT8: usize = 8;
+
+/// Positions per tile of the channel-vectorised layout for rows of
+/// `row` positions (an output row of a spatial convolution, whose tiles
+/// must lie in one row to be read from its padded input, or a whole plane
+/// of a 1×1 layer): [`PT`] where it divides the row, else [`PT8`] where
+/// that does, else [`PT`].
+fn position_tile(row: usize) -> usize {
+    if !row.is_multiple_of(PT) && row.is_multiple_of(PT8) {
+        PT8
+    } else {
+        PT
+    }
+}
 /// Input channels per pass of the channel-vectorised layout: its panel
 /// of `KC × WIDE` weights (16 KiB) stays in the L1 cache while the
 /// position tiles sweep over it.
@@ -156,23 +173,27 @@ pub struct PackedWeights {
     data: Vec<f32>,
     shape: PointwiseShape,
     width: usize,
+    /// Positions per register tile in the channel-vectorised layout.
+    tile: usize,
 }
 
 impl PackedWeights {
     /// Packs `w` (`[C_out, C_in / groups]`) for layers of shape `s` (any
     /// batch and plane).
     pub fn new(s: &PointwiseShape, w: &[f32]) -> Result<PackedWeights> {
-        PackedWeights::pack(s, w, panel_width(s, POINTWISE))
+        let tile = position_tile(s.plane);
+        PackedWeights::pack(s, w, panel_width(s, POINTWISE, tile), tile)
     }
 
     /// Packs `w` (`[C_out, C_in / groups, kH, kW]`) for
     /// [`forward_unfolded`] with convolutions of shape `c` (any batch).
     pub fn unfolded(c: &Conv2dShape, w: &[f32]) -> Result<PackedWeights> {
         let s = unfolded_shape(c);
-        PackedWeights::pack(&s, w, panel_width(&s, unfolded_vectors(c)))
+        let tile = position_tile(c.output()[1]);
+        PackedWeights::pack(&s, w, panel_width(&s, unfolded_vectors(c), tile), tile)
     }
 
-    fn pack(s: &PointwiseShape, w: &[f32], width: usize) -> Result<PackedWeights> {
+    fn pack(s: &PointwiseShape, w: &[f32], width: usize, tile: usize) -> Result<PackedWeights> {
         check_groups(s)?;
         let (m, k) = (s.rows(), s.depth());
         if w.len() != s.out_channels * k {
@@ -196,6 +217,7 @@ impl PackedWeights {
             data,
             shape: *s,
             width,
+            tile,
         })
     }
 
@@ -209,7 +231,8 @@ impl PackedWeights {
 /// Whether [`PackedWeights::unfolded`] puts the output channels of
 /// convolutions of shape `c` in vectors.
 pub fn unfolded_in_vectors(c: &Conv2dShape) -> bool {
-    panel_width(&unfolded_shape(c), unfolded_vectors(c)) != MR
+    let tile = position_tile(c.output()[1]);
+    panel_width(&unfolded_shape(c), unfolded_vectors(c), tile) != MR
 }
 
 /// When a 1×1 layer puts output channels in vectors: panels of [`WIDE`]
@@ -245,7 +268,7 @@ fn unfolded_vectors(c: &Conv2dShape) -> Vectors {
 /// `out_w` positions) and reads every `stride`-th input column, at most
 /// every other one.
 fn padded_reads(out_w: usize, stride: usize) -> bool {
-    out_w.is_multiple_of(PT) && stride <= 2
+    out_w.is_multiple_of(position_tile(out_w)) && stride <= 2
 }
 
 /// Where a layer may put output channels in vectors: panels of one of
@@ -263,10 +286,10 @@ struct Vectors {
 /// 14 × 14 and 7 × 7 layers: 196 positions in 7 tiles of 32, 49 in 2)
 /// (or `v.padded_reads`) and `s` has at least `v.depth` input channels
 /// per group; otherwise [`MR`].
-fn panel_width(s: &PointwiseShape, v: Vectors) -> usize {
+fn panel_width(s: &PointwiseShape, v: Vectors, tile: usize) -> usize {
     let (m, p) = (s.rows(), s.plane);
     let narrow = m.div_ceil(MR) * MR * p.div_ceil(NR) * NR;
-    let wide = m * p.div_ceil(PT) * PT;
+    let wide = m * p.div_ceil(tile) * tile;
     let gains = s.depth() >= v.depth && (20 * wide < 19 * narrow || v.padded_reads);
     v.widths
         .iter()
@@ -378,7 +401,7 @@ fn run<'x>(
     columns: impl Fn(usize, usize) -> Columns<'x, f32> + Sync,
 ) {
     let (k, p) = (s.depth(), s.plane);
-    let grid = Grid::new(s, w.width);
+    let grid = Grid::new(s, w.width, w.tile);
     let tasks = s.batch * s.groups * grid.row_blocks * grid.col_blocks;
     let dst = SharedMut(y.as_mut_ptr());
     (0..tasks).into_par_iter().for_each_init(Vec::new, |xs, t| {
@@ -388,6 +411,7 @@ fn run<'x>(
         let block = Block {
             panels: w.group(g),
             width: w.width,
+            tile: w.tile,
             k,
             x: columns(n, g),
             p,
@@ -432,6 +456,9 @@ pub(crate) struct Block<'a, T> {
     panels: &'a [T],
     /// Output channels per panel: [`MR`], [`WIDE`] or [`LANES`].
     width: usize,
+    /// Positions per register tile in the channel-vectorised layout:
+    /// [`PT`] or [`PT8`].
+    tile: usize,
     /// Input channels per group.
     k: usize,
     /// The group's `[k, p]` right-hand side.
@@ -479,9 +506,11 @@ fn fetch_ahead<T>(weights: &[T], range: std::ops::Range<usize>, part: usize, par
 /// `xs` is scratch (any contents, resized here) for the packed inputs.
 #[inline(always)]
 fn block<T: Fma>(b: &Block<T>, xs: &mut Vec<T>) {
-    match b.width {
-        WIDE => return wide::block::<T, 2>(b, xs),
-        LANES => return wide::block::<T, 1>(b, xs),
+    match (b.width, b.tile) {
+        (WIDE, PT8) => return wide::block::<T, 2, PT8>(b, xs),
+        (WIDE, _) => return wide::block::<T, 2, PT>(b, xs),
+        (LANES, PT8) => return wide::block::<T, 1, PT8>(b, xs),
+        (LANES, _) => return wide::block::<T, 1, PT>(b, xs),
         _ => {}
     }
     // The inputs of each column tile are copied into one contiguous
@@ -832,14 +861,15 @@ struct Grid {
 }
 
 impl Grid {
-    /// The grid for panels of `width` rows.
-    fn new(s: &PointwiseShape, width: usize) -> Grid {
+    /// The grid for panels of `width` rows (and in the channel-vectorised
+    /// layout, tiles of `tile` positions).
+    fn new(s: &PointwiseShape, width: usize, tile: usize) -> Grid {
         let threads = rayon::current_num_threads();
         let base = (s.batch * s.groups).max(1);
         let want = if threads > 1 { 2 * threads } else { 1 };
         // Column blocks are whole tiles of the layout, and in the
         // channel-vectorised one start on a tile of a padded read.
-        let unit = if width == MR { NR } else { 4 * PT };
+        let unit = if width == MR { NR } else { 4 * tile };
         let (row_tiles, col_tiles) = (s.rows().div_ceil(width), s.plane.div_ceil(unit));
         // Split the larger operand, so that each task reads its own part of
         // it: the inputs (columns) on large planes, the weights (rows) on
@@ -904,13 +934,17 @@ mod tests {
             // Small planes, output channels in vectors: 7 × 7 read from
             // the padded input (three passes over the 288 rows; stride 2;
             // dilation with asymmetric padding; 16 rows per group, one
-            // vector), and 5 × 8 (rows not whole tiles: the matrix
+            // vector), and 5 × 9 (rows not whole tiles: the matrix
             // gathered, a short last tile).
             (1, [64, 64, 2], [7, 7], [3, 3], [[1, 1], [1, 1], [1, 1]]),
             (1, [32, 32, 2], [14, 14], [3, 3], [[1, 1], [1, 1], [1, 1]]),
             (2, [64, 64, 2], [14, 14], [3, 3], [[2, 2], [1, 1], [1, 1]]),
             (1, [64, 64, 2], [9, 11], [3, 3], [[1, 1], [1, 0], [2, 2]]),
-            (1, [32, 32, 1], [5, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            (1, [32, 32, 1], [5, 9], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            // Rows of 8 outputs in tiles of 8 (ResNeXt-29's 8 × 8 layers),
+            // 16 and 32 rows per group, stride 1 and 2.
+            (1, [32, 32, 2], [8, 8], [3, 3], [[1, 1], [1, 1], [1, 1]]),
+            (2, [64, 64, 2], [16, 16], [3, 3], [[2, 2], [1, 1], [1, 1]]),
             // A stem on a larger plane (30 × 28 outputs, nothing to save
             // but the gathering): column blocks, chunks of tiles.
             (1, [3, 32, 1], [60, 56], [7, 7], [[2, 2], [3, 3], [1, 1]]),
@@ -918,7 +952,10 @@ mod tests {
         // The kernel each case runs: positions or output channels in
         // vectors (the 7 × 7 stem's 23 × 21 output in panels of 16).
         let (n, w, l) = (MR, WIDE, LANES);
-        let widths = [n, l, n, n, n, n, w, l, w, w, w, w];
+        let widths = [n, l, n, n, n, n, w, l, w, w, w, l, w, w];
+        // Positions per tile in that layout.
+        let (s, e) = (PT, PT8);
+        let tiles = [s, s, s, s, s, s, s, s, s, s, s, e, e, s];
         for (i, &(batch, channels, input, kernel, geometry)) in cases.iter().enumerate() {
             let c = test_shape(batch, channels, input, kernel, geometry);
             for bias in [false, true] {
@@ -931,6 +968,7 @@ mod tests {
                     };
                     let packed = PackedWeights::unfolded(&c, w)?;
                     assert_eq!(packed.width, widths[i], "{c:?}");
+                    assert_eq!(packed.tile, tiles[i], "{c:?}");
                     forward_unfolded(&c, x, &packed, ep, y, &mut Vec::new())
                 });
             }

@@ -9,52 +9,54 @@
 //! destination's rows.
 
 use super::super::conv_gemm::Unfold;
-use super::{Block, Columns, KC, PT, fetch_ahead, padded_reads};
+use super::{Block, Columns, KC, fetch_ahead, padded_reads};
+#[cfg(doc)]
+use super::{PT, PT8};
 use crate::simd::{Fma, LANES, Lanes, fma_lanes, relu_value};
 use std::borrow::Cow;
 use std::ops::Range;
 
 /// Computes a block whose weights are packed in panels of `V` vectors of
-/// rows and stores it through the epilogue; `scratch` (any contents, resized
+/// rows, in tiles of `P` positions, and stores it through the epilogue; `scratch` (any contents, resized
 /// here) holds the sums and, where the inputs are not read in place, the
 /// copy they are read from.
 #[inline(always)]
-pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) {
+pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratch: &mut Vec<T>) {
     let wide = V * LANES;
     let (k, cols) = (b.k, b.cols.len());
     // Positions, the last tile padded.
-    let span = cols.div_ceil(PT) * PT;
-    let tiles = span / PT;
+    let span = cols.div_ceil(P) * P;
+    let tiles = span / P;
     // Rows of the input are read in place when every tile lies inside
     // them. A spatial kernel's matrix is read from the zero-padded input
     // planes (an implicit im2col) when each tile lies in one output row
     // and reads every other input column at most (with slack for the
-    // last tile's reads past its row, `PT · 2` values). Otherwise the
+    // last tile's reads past its row, `P · 2` values). Otherwise the
     // block's matrix is copied, zero past the last column.
-    let in_place = matches!(b.x, Columns::Rows(_)) && cols.is_multiple_of(PT);
+    let in_place = matches!(b.x, Columns::Rows(_)) && cols.is_multiple_of(P);
     let implicit = |unfold: &Unfold| {
-        padded_reads(unfold.out_w(), unfold.stride_w()) && b.cols.start.is_multiple_of(PT)
+        padded_reads(unfold.out_w(), unfold.stride_w()) && b.cols.start.is_multiple_of(P)
     };
     let copy_len = match b.x {
         Columns::Rows(_) if in_place => 0,
-        Columns::Unfolded(_, unfold) if implicit(unfold) => unfold.padded_len() + 2 * PT,
+        Columns::Unfolded(_, unfold) if implicit(unfold) => unfold.padded_len() + 2 * P,
         _ => k * span,
     };
     // The sums of one chunk of tiles.
-    let sums_len = tiles.min(CHUNK) * PT * wide;
+    let sums_len = tiles.min(CHUNK) * P * wide;
     scratch.resize(sums_len + copy_len, T::zero());
     let (sums, xs) = scratch.split_at_mut(sums_len);
     // Where the inputs of tile `t` are: `x[offsets[r] + bases[t] + j ·
     // step]` for matrix row `r` and the tile's position `j`.
     let (x, offsets, bases, step): (&[T], Cow<[usize]>, Vec<usize>, usize) = match b.x {
         Columns::Rows(x) if in_place => {
-            let bases = (0..tiles).map(|t| b.cols.start + t * PT).collect();
+            let bases = (0..tiles).map(|t| b.cols.start + t * P).collect();
             (x, (0..k).map(|r| r * b.p).collect(), bases, 1)
         }
         Columns::Unfolded(x, unfold) if implicit(unfold) => {
             unfold.pad(x, b.cols.clone(), xs);
             let bases = (0..tiles)
-                .map(|t| unfold.padded_column(b.cols.start + t * PT))
+                .map(|t| unfold.padded_column(b.cols.start + t * P))
                 .collect();
             let offsets = Cow::Borrowed(unfold.padded_rows());
             (&*xs, offsets, bases, unfold.stride_w())
@@ -70,7 +72,7 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
                 }
                 pad.fill(T::zero());
             }
-            let bases = (0..tiles).map(|t| t * PT).collect();
+            let bases = (0..tiles).map(|t| t * P).collect();
             (&*xs, (0..k).map(|r| r * span).collect(), bases, 1)
         }
     };
@@ -80,9 +82,9 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
     // hardware prefetchers do not follow: each pass asks for the next
     // pass's rows (and the first pass for its own).
     for (c, bases) in bases.chunks(CHUNK).enumerate() {
-        let first = c * CHUNK * PT;
-        let width = (cols - first).min(CHUNK * PT);
-        let sums = &mut sums[..bases.len() * PT * wide];
+        let first = c * CHUNK * P;
+        let width = (cols - first).min(CHUNK * P);
+        let sums = &mut sums[..bases.len() * P * wide];
         let fetch = |k0: usize| {
             if in_place {
                 for &o in offsets.iter().skip(k0).take(KC) {
@@ -104,13 +106,13 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
                 let kc = KC.min(k - k0);
                 let (w, offsets) = (&panel[k0 * wide..][..kc * wide], &offsets[k0..][..kc]);
                 let ahead = (r0 - b.rows.start) * k + (k0 + kc + KC) * wide;
-                let tiles = bases.iter().zip(sums.chunks_exact_mut(PT * wide));
+                let tiles = bases.iter().zip(sums.chunks_exact_mut(P * wide));
                 for (t, (&base, sums)) in tiles.enumerate() {
                     fetch_ahead(weights, ahead..ahead + KC * wide, t, bases.len());
                     let x = &x[base..];
                     match step {
-                        1 => tile::<T, V, 1>(w, x, offsets, sums),
-                        _ => tile::<T, V, 2>(w, x, offsets, sums),
+                        1 => tile::<T, V, 1, P>(w, x, offsets, sums),
+                        _ => tile::<T, V, 2, P>(w, x, offsets, sums),
                     }
                 }
             }
@@ -124,17 +126,17 @@ pub(super) fn block<T: Fma, const V: usize>(b: &Block<T>, scratch: &mut Vec<T>) 
 const CHUNK: usize = 28;
 
 /// `sums[j · wide + r] += Σ_k w[k · wide + r] · x[offsets[k] + j · S]`
-/// for the tile's [`PT`] positions `j` and `wide = V · LANES` rows, in
+/// for the tile's `P` positions `j` and `wide = V · LANES` rows, in
 /// registers over the pass.
 #[inline(always)]
-fn tile<T: Fma, const V: usize, const S: usize>(
+fn tile<T: Fma, const V: usize, const S: usize, const P: usize>(
     w: &[T],
     x: &[T],
     offsets: &[usize],
     sums: &mut [T],
 ) {
     let wide = V * LANES;
-    let mut acc = [[[T::zero(); LANES]; V]; PT];
+    let mut acc = [[[T::zero(); LANES]; V]; P];
     for (a, s) in acc.iter_mut().zip(sums.chunks_exact(wide)) {
         for (a, s) in a.iter_mut().zip(s.chunks_exact(LANES)) {
             a.copy_from_slice(s);
@@ -143,7 +145,7 @@ fn tile<T: Fma, const V: usize, const S: usize>(
     for (w, &o) in w.chunks_exact(wide).zip(offsets) {
         let w: [&Lanes<T>; V] =
             std::array::from_fn(|v| w[v * LANES..][..LANES].try_into().expect("LANES values"));
-        let x = &x[o..][..PT * S];
+        let x = &x[o..][..P * S];
         for (j, a) in acc.iter_mut().enumerate() {
             let x = x[j * S];
             for (a, w) in a.iter_mut().zip(w) {
