@@ -1013,8 +1013,12 @@ mod tests {
             (1, 300, 64, 49, 1),
             (2, 600, 128, 20, 2),
             (1, 256, 32, 100, 1),
+            // Planes of 16 and 24 positions: tiles of 8.
+            (2, 256, 64, 16, 1),
+            (1, 512, 64, 24, 2),
         ];
         let mut widths = Vec::new();
+        let mut tiles = Vec::new();
         for (batch, cin, cout, plane, groups) in shapes {
             let s = PointwiseShape {
                 batch,
@@ -1030,6 +1034,7 @@ mod tests {
             );
             let packed = PackedWeights::new(&s, &w).unwrap();
             widths.push(packed.width);
+            tiles.push(packed.tile);
             for (place, residual, relu) in [
                 (Placement::contiguous(&s, cout, 0), false, false),
                 (Placement::contiguous(&s, cout + 7, 5), false, true),
@@ -1072,9 +1077,10 @@ mod tests {
                 }
             }
         }
-        // Both layouts ran.
+        // Both layouts ran, the channel-vectorised one with both tiles.
         let (n, w) = (MR, WIDE);
-        assert_eq!(widths, [n, n, n, n, n, n, n, n, n, n, n, w, w, w]);
+        assert_eq!(widths, [n, n, n, n, n, n, n, n, n, n, n, w, w, w, w, w]);
+        assert_eq!(tiles[11..], [PT, PT, PT, PT8, PT8]);
     }
 
     #[test]
