@@ -2,7 +2,7 @@
 //! `avg_pool2d` with `ceil_mode = False`, `count_include_pad = True`).
 //! One parallel task per (image, channel) plane.
 
-use super::phase::take_even;
+use super::phase::{merge_even_odd, take_even};
 use crate::error::{Error, Result};
 use crate::simd::{Fma, Isa, LANES, Lanes, from_lanes, to_lanes};
 use rayon::prelude::*;
@@ -630,19 +630,44 @@ fn avg_forward_by_lanes(s: &PoolShape, win: &Windows, divisors: &[f32], x: &[f32
 /// first (each output's share spread over its window's rows), then rows.
 pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check(dx.len(), dy.len())?;
-    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), lane_planes(s));
     let (win, divisors) = Windows::new(s);
+    if !by_planes(s) {
+        avg_backward_by_lanes(s, &win, &divisors, dy, dx);
+        return Ok(());
+    }
+    let (ip, op) = (s.in_plane(), s.out_plane());
+    dx.par_chunks_mut(ip)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each_init(
+            || vec![0f32; 3 * ip / 2],
+            |scratch, (p, plane)| {
+                let dy = &dy[p * op..][..op];
+                avg_plane_backward_isa(Isa::best(), &win, &divisors, dy, plane, scratch)
+            },
+        );
+    Ok(())
+}
+
+/// [`avg_backward`], [`LANES`] planes side by side.
+fn avg_backward_by_lanes(
+    s: &PoolShape,
+    win: &Windows,
+    divisors: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) {
+    let (ip, op, per_task) = (s.in_plane(), s.out_plane(), lane_planes(s));
     dx.par_chunks_mut(ip * per_task).enumerate().for_each_init(
         || win.scratch(s),
         |[down, dxt, dyt], (t, planes)| {
             for (b, planes) in planes.chunks_mut(ip * LANES).enumerate() {
                 let first = t * per_task + b * LANES;
                 let dy = &dy[first * op..][..planes.len() / ip * op];
-                avg_backward_isa(Isa::best(), &win, &divisors, dy, planes, dyt, down, dxt);
+                avg_backward_isa(Isa::best(), win, divisors, dy, planes, dyt, down, dxt);
             }
         },
     );
-    Ok(())
 }
 
 /// `v[k] += a[k]` lane by lane.
@@ -724,6 +749,49 @@ fn avg_plane<T: Lane>(win: &Windows, divisors: &[T], x: &[T], y: &mut [T], scrat
         }
     }
 }
+
+/// One plane of [`avg_backward`] where [`by_planes`]: `dy` `[OH, W / 2]`
+/// into `dx` `[H, W]`, the same sums in the same order as the lanes
+/// kernel; `scratch` holds `3 · H · W / 2` values. Down the columns each
+/// output's share goes to its window's rows (`shares`, `[H, W / 2]`);
+/// along a row, column `2 · ox` gets the share of output `ox` alone and
+/// column `2 · ox + 1` those of `ox` and `ox + 1`, merged into the row at
+/// once ([`merge_even_odd`]).
+#[inline(always)]
+fn avg_plane_backward<T: Lane>(
+    win: &Windows,
+    divisors: &[T],
+    dy: &[T],
+    dx: &mut [T],
+    scratch: &mut [T],
+) {
+    let ow = win.cols.len();
+    let half = dx.len() / 2;
+    let (shares, rest) = scratch.split_at_mut(half);
+    let (even, odd) = rest.split_at_mut(half);
+    shares.fill(T::zero());
+    let grads = dy.chunks_exact(ow).zip(divisors.chunks_exact(ow));
+    for ((g, divisors), r) in grads.zip(&win.rows) {
+        for share in shares[r.start * ow..r.end * ow].chunks_exact_mut(ow) {
+            for ((d, &g), &div) in share.iter_mut().zip(g).zip(divisors) {
+                *d = *d + g / div;
+            }
+        }
+    }
+    for (e, &v) in even.iter_mut().zip(shares.iter()) {
+        *e = T::zero() + v;
+    }
+    for ((o, &e), &next) in odd.iter_mut().zip(even.iter()).zip(&shares[1..]) {
+        *o = e + next;
+    }
+    // The last odd column of each row is in output `ow − 1`'s window only.
+    for i in (ow - 1..half).step_by(ow) {
+        odd[i] = even[i];
+    }
+    merge_even_odd(even, odd, dx);
+}
+
+crate::dispatch!(fn avg_plane_backward_isa<T: Lane>(win: &Windows, divisors: &[T], dy: &[T], dx: &mut [T], scratch: &mut [T]) => avg_plane_backward);
 
 crate::dispatch!(fn avg_plane_isa<T: Lane>(win: &Windows, divisors: &[T], x: &[T], y: &mut [T], scratch: &mut [T]) => avg_plane);
 
@@ -883,6 +951,12 @@ mod tests {
             avg_forward_by_lanes(&s, &win, &divisors, &x, &mut want);
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{s:?}");
+            // The input gradient, the outputs serving as the upstream one.
+            let dy = got;
+            let (mut got, mut want) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            avg_backward(&s, &dy, &mut got).unwrap();
+            avg_backward_by_lanes(&s, &win, &divisors, &dy, &mut want);
+            assert_eq!(bits(&got), bits(&want), "backward {s:?}");
         }
     }
 
