@@ -587,28 +587,41 @@ pub fn avg_forward(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
         return Ok(());
     }
     let (ip, op) = (s.in_plane(), s.out_plane());
-    y.par_chunks_mut(op)
-        .enumerate()
-        .with_min_len(s.planes_per_task())
-        .for_each_init(
-            || vec![0f32; 3 * ip / 2],
-            |scratch, (p, out)| {
-                let plane = &x[p * ip..][..ip];
-                avg_plane_isa(Isa::best(), &win, &divisors, plane, out, scratch)
-            },
-        );
+    each_plane(s, y, op, |p, out, scratch| {
+        let plane = &x[p * ip..][..ip];
+        avg_plane_isa(Isa::best(), &win, &divisors, plane, out, scratch)
+    });
     Ok(())
 }
 
-/// Whether [`avg_forward`] takes one plane at a time ([`avg_plane`]):
-/// 3-wide windows at column stride 2 with padding 1 (ShuffleNet's 3×3/2
-/// pooling) on rows of at least 28 values, even. Rows that long fill
-/// vectors, and the lanes kernel's transposes cost more (g3's batch of 32:
-/// 56 × 56 2.2 → 0.6 ms, 28 × 28 4.3 → 2.9 ms; on 14 × 14 the lanes took
-/// 1.1 ms, one plane at a time 2.2).
+/// Whether [`avg_forward`] and [`avg_backward`] take one plane at a time
+/// ([`avg_plane`], [`avg_plane_backward`]): 3-wide windows at column
+/// stride 2 with padding 1 (ShuffleNet's 3×3/2 pooling) on rows of at
+/// least 28 values, even. Rows that long fill vectors, and the lanes
+/// kernels' transposes cost more (g3's batch of 32, forward and backward:
+/// 56 × 56 2.2 → 0.6 and 1.4 → 0.5 ms, 28 × 28 4.3 → 2.9 and 3.1 → 2.1
+/// ms; on 14 × 14 the lanes took 1.1 ms forward, one plane at a time 2.2).
 fn by_planes(s: &PoolShape) -> bool {
     let w = s.input[1];
     s.kernel[1] == 3 && s.stride[1] == 2 && s.padding[1] == 1 && w.is_multiple_of(2) && w >= 28
+}
+
+/// `f(p, plane p of dst, scratch)` for every plane of `dst` (`len` values
+/// each), in parallel; the scratch holds `3 · H · W / 2` values (the
+/// [`by_planes`] kernels').
+fn each_plane(
+    s: &PoolShape,
+    dst: &mut [f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Sync + Send,
+) {
+    dst.par_chunks_mut(len)
+        .enumerate()
+        .with_min_len(s.planes_per_task())
+        .for_each_init(
+            || vec![0f32; 3 * s.in_plane() / 2],
+            |scratch, (p, plane)| f(p, plane, scratch),
+        );
 }
 
 /// [`avg_forward`], [`LANES`] planes side by side.
@@ -636,16 +649,10 @@ pub fn avg_backward(s: &PoolShape, dy: &[f32], dx: &mut [f32]) -> Result<()> {
         return Ok(());
     }
     let (ip, op) = (s.in_plane(), s.out_plane());
-    dx.par_chunks_mut(ip)
-        .enumerate()
-        .with_min_len(s.planes_per_task())
-        .for_each_init(
-            || vec![0f32; 3 * ip / 2],
-            |scratch, (p, plane)| {
-                let dy = &dy[p * op..][..op];
-                avg_plane_backward_isa(Isa::best(), &win, &divisors, dy, plane, scratch)
-            },
-        );
+    each_plane(s, dx, ip, |p, plane, scratch| {
+        let dy = &dy[p * op..][..op];
+        avg_plane_backward_isa(Isa::best(), &win, &divisors, dy, plane, scratch)
+    });
     Ok(())
 }
 
