@@ -61,6 +61,19 @@ pub(crate) fn kaiming_conv(
 }
 
 impl ConvBlock {
+    /// `relu(self.forward(x) + residual)`, the addition and the ReLU in
+    /// batch norm's output pass when training (see
+    /// [`BatchNorm2d::after_conv_add_relu`], which places the addition
+    /// under `scope` in summaries).
+    pub fn forward_add_relu(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        scope: Option<&'static str>,
+    ) -> Result<Tensor> {
+        self.bn.after_conv_add_relu(&self.conv, x, residual, scope)
+    }
+
     /// The block in an inference plan, batch norm folded, followed by
     /// `epilogue` (whose ReLU is the block's own, or forced on).
     pub fn lower_with(&self, plan: &mut Builder, x: Value, epilogue: Epilogue) -> Result<Value> {

@@ -44,6 +44,16 @@ impl ResNeXtBottleneck {
     }
 }
 
+impl ResNeXtBottleneck {
+    /// `relu(self.forward(x) + shortcut)`: a unit's end, the addition and
+    /// the ReLU fused into the last block (in summaries: `unit.add`, not
+    /// `unit.body.conv3.add`).
+    fn forward_add_relu(&self, x: &Tensor, shortcut: &Tensor) -> Result<Tensor> {
+        let y = self.conv2.forward(&self.conv1.forward(x)?)?;
+        self.conv3.forward_add_relu(&y, shortcut, Some("../.."))
+    }
+}
+
 impl Module for ResNeXtBottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.conv3
@@ -76,10 +86,7 @@ impl Module for ResNeXtUnit {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let b = &self.body;
-        let y = b.conv2.forward(&b.conv1.forward(x)?)?;
-        // In summaries: `unit.add`, not `unit.body.conv3.add`.
-        (b.conv3.bn).after_conv_add_relu(&b.conv3.conv, &y, &shortcut, Some("../.."))
+        self.body.forward_add_relu(x, &shortcut)
     }
 
     /// The shortcut first, then the body, whose last conv adds the

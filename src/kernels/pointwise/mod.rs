@@ -188,9 +188,8 @@ impl PackedWeights {
     /// Packs `w` (`[C_out, C_in / groups, kH, kW]`) for
     /// [`forward_unfolded`] with convolutions of shape `c` (any batch).
     pub fn unfolded(c: &Conv2dShape, w: &[f32]) -> Result<PackedWeights> {
-        let s = unfolded_shape(c);
-        let tile = position_tile(c.output()[1]);
-        PackedWeights::pack(&s, w, panel_width(&s, unfolded_vectors(c), tile), tile)
+        let (width, tile) = unfolded_layout(c);
+        PackedWeights::pack(&unfolded_shape(c), w, width, tile)
     }
 
     fn pack(s: &PointwiseShape, w: &[f32], width: usize, tile: usize) -> Result<PackedWeights> {
@@ -231,8 +230,17 @@ impl PackedWeights {
 /// Whether [`PackedWeights::unfolded`] puts the output channels of
 /// convolutions of shape `c` in vectors.
 pub fn unfolded_in_vectors(c: &Conv2dShape) -> bool {
+    unfolded_layout(c).0 != MR
+}
+
+/// The panel width and the position tile of [`PackedWeights::unfolded`]
+/// for convolutions of shape `c`.
+fn unfolded_layout(c: &Conv2dShape) -> (usize, usize) {
     let tile = position_tile(c.output()[1]);
-    panel_width(&unfolded_shape(c), unfolded_vectors(c), tile) != MR
+    (
+        panel_width(&unfolded_shape(c), unfolded_vectors(c), tile),
+        tile,
+    )
 }
 
 /// When a 1×1 layer puts output channels in vectors: panels of [`WIDE`]
