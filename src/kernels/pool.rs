@@ -248,13 +248,97 @@ fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
 }
 
 /// Average pooling for inference (`count_include_pad`, as
-/// [`avg_forward`]), [`separable`]: one pass, no per-task transposes, the
-/// sums in a different order than [`avg_forward`]'s.
+/// [`avg_forward`]): [`halving_plane`] where [`halves`], else
+/// [`separable`]; one pass, no per-task transposes, the sums in a
+/// different order than [`avg_forward`]'s.
 pub fn avg_values(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
-    separable::<MeanOf>(s, x, y);
+    if !halves(s) {
+        separable::<MeanOf>(s, x, y);
+        return Ok(());
+    }
+    let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
+    each_plane(s, y, op, |p, out, scratch| {
+        let plane = &x[p * ip..][..ip];
+        halving_plane_isa(Isa::best(), plane, width, 9.0, out, scratch)
+    });
     Ok(())
 }
+
+/// Whether [`avg_values`] takes [`halving_plane`]: 3×3 windows at stride 2
+/// with padding 1 over planes of even height and width (ShuffleNet's
+/// downsampling pool), where every window counts 9 values with the
+/// padding.
+fn halves(s: &PoolShape) -> bool {
+    s.kernel == [3, 3]
+        && s.stride == [2, 2]
+        && s.padding == [1, 1]
+        && s.input.iter().all(|d| d.is_multiple_of(2))
+}
+
+/// One plane of a [`halves`] average pool, `x` `[H, W]` (`W = width`) into
+/// `y` `[H / 2, W / 2]`, in whole-plane passes (rows of 14 or 28 values
+/// fill vectors poorly): the sums down each output row's window rows
+/// (`down`, `[H / 2, W]`), their even and odd columns split at once, then
+/// output `ox` of a row is `(odd[ox − 1] + even[ox]) + odd[ox]` (the
+/// first of each row `even[0] + odd[0]`: its left column is padding),
+/// divided by `size`. `scratch` holds at least `H · W` values. ShuffleNet
+/// g8's 384 planes of 28 × 28, 2 threads: 0.069 → 0.0xx ms against
+/// [`separable`].
+#[inline(always)]
+fn halving_plane<T: Lane>(x: &[T], width: usize, size: T, y: &mut [T], scratch: &mut [T]) {
+    let (ow, half) = (width / 2, y.len() * 2);
+    let (down, rest) = scratch.split_at_mut(half);
+    let (even, rest) = rest.split_at_mut(y.len());
+    let odd = &mut rest[..y.len()];
+    let row = |r: usize| &x[r * width..][..width];
+    for (oy, sums) in down.chunks_exact_mut(width).enumerate() {
+        // The top window's first row is padding: `0 + b = b`.
+        let top = if oy == 0 { None } else { Some(row(2 * oy - 1)) };
+        match width {
+            16.. => add_rows::<T, 16>(sums, top, row(2 * oy), row(2 * oy + 1)),
+            8.. => add_rows::<T, 8>(sums, top, row(2 * oy), row(2 * oy + 1)),
+            _ => add_rows::<T, 1>(sums, top, row(2 * oy), row(2 * oy + 1)),
+        }
+    }
+    take_even(even, down);
+    take_even(odd, &down[1..]);
+    y[0] = (even[0] + odd[0]) / size;
+    let windows = odd.iter().zip(&even[1..]).zip(&odd[1..]);
+    for (o, ((&l, &m), &r)) in y[1..].iter_mut().zip(windows) {
+        *o = ((l + m) + r) / size;
+    }
+    for i in (ow..y.len()).step_by(ow) {
+        y[i] = (even[i] + odd[i]) / size;
+    }
+}
+
+/// `d = (a + b) + c` (`b + c` without `a`) element-wise over rows of at
+/// least `C` values, in fixed chunks of `C` (the last one moved back to end
+/// with the row), so that rows of 14 or 28 values go in whole vectors.
+#[inline(always)]
+fn add_rows<T: Lane, const C: usize>(d: &mut [T], a: Option<&[T]>, b: &[T], c: &[T]) {
+    let n = d.len();
+    for at in (0..n.div_ceil(C)).map(|i| (i * C).min(n - C)) {
+        let d: &mut [T; C] = (&mut d[at..][..C]).try_into().expect("chunk");
+        let (b, c) = (&b[at..][..C], &c[at..][..C]);
+        match a {
+            Some(a) => {
+                let a = &a[at..][..C];
+                for i in 0..C {
+                    d[i] = (a[i] + b[i]) + c[i];
+                }
+            }
+            None => {
+                for i in 0..C {
+                    d[i] = b[i] + c[i];
+                }
+            }
+        }
+    }
+}
+
+crate::dispatch!(fn halving_plane_isa<T: Lane>(x: &[T], width: usize, size: T, y: &mut [T], scratch: &mut [T]) => halving_plane);
 
 /// What a separable pooling computes over a window: values folded with
 /// `combine` from `INIT`, then `finish(value, window size including
@@ -929,6 +1013,32 @@ mod tests {
             .is_err()
         );
         assert!(max_forward(&s, &x[1..], &mut y, None).is_err());
+    }
+
+    #[test]
+    fn halving_average_pool_matches_the_windows() {
+        // Every even size from one output up, rows shorter and longer than
+        // a chunk of 8 or 16, and not square.
+        let sizes = [[2, 2], [2, 6], [4, 4], [6, 14], [14, 14], [16, 30], [28, 28], [30, 56]];
+        for (i, input) in sizes.into_iter().enumerate() {
+            let s = PoolShape {
+                planes: 3,
+                input,
+                kernel: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+            };
+            assert!(halves(&s));
+            let x = crate::random::uniform(&[3 * input[0] * input[1]], i as u64);
+            let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let n = 3 * s.out_plane();
+            let (mut got, mut want) = (vec![f32::NAN; n], vec![0.0; n]);
+            avg_values(&s, &x, &mut got).unwrap();
+            reference::avg_forward(&s, &x, &mut want);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-6, "{s:?}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]
