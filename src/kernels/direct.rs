@@ -174,7 +174,12 @@ fn prefetch_next_task(data: &[f32], len: usize, task: usize) {
 }
 
 /// Pads the `cig` input planes of `x` into `padded` (one plane per
-/// `padded_pitch`, slack zeroed).
+/// `padded_pitch`). Padding and slack stay zero from the scratch's
+/// allocation ([`Plan::scratch`]): nothing else writes this part of a
+/// forward or weight-gradient task's scratch, and every plane of a call
+/// shares one geometry, so [`Geometry::pad`] writes only the input's
+/// positions (depthwise 3×3 layers at batch 1, one thread, two
+/// alternating rounds: 3–7 % faster than with every plane zeroed first).
 #[inline(always)]
 fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
     for (src, dst) in x

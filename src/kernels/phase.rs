@@ -125,12 +125,13 @@ impl Geometry {
 }
 
 impl Geometry {
-    /// Copies an input plane into the padded, phase-split layout; the
-    /// whole of `padded` (which may extend past [`padded_len`](Self::padded_len))
-    /// is zeroed first.
+    /// Copies an input plane into the padded, phase-split layout. Only the
+    /// input's positions are written: the rest of `padded` (which may
+    /// extend past [`padded_len`](Self::padded_len)) must be zero already
+    /// and stays so, as in a buffer zeroed once and then padded into by
+    /// planes of this geometry alone.
     #[inline(always)]
     pub fn pad<T: Scalar>(&self, src: &[T], padded: &mut [T]) {
-        padded.fill(T::zero());
         match &self.rows {
             Rows::Runs(runs) => {
                 for &(s, step, d, count) in runs {
