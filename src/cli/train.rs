@@ -11,10 +11,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Train a model on a data set (defaults: shufflenet_g1_w3d4_cifar on
-/// Fashion-MNIST, 10 epochs of SGD with Nesterov momentum, cosine schedule,
+/// Fashion-MNIST, 15 epochs of SGD with Nesterov momentum, cosine schedule,
 /// label smoothing, random flips, each batch as two halves side by side,
-/// evaluation with flip test-time augmentation: 94.0 % in about 30 minutes
-/// on 2 cores).
+/// evaluation with flip test-time augmentation: 94.3 % in 23 minutes on 2
+/// cores).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A registered model (`gconv info --list`); `_cifar` ShuffleNets suit

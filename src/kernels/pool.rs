@@ -1019,7 +1019,16 @@ mod tests {
     fn halving_average_pool_matches_the_windows() {
         // Every even size from one output up, rows shorter and longer than
         // a chunk of 8 or 16, and not square.
-        let sizes = [[2, 2], [2, 6], [4, 4], [6, 14], [14, 14], [16, 30], [28, 28], [30, 56]];
+        let sizes = [
+            [2, 2],
+            [2, 6],
+            [4, 4],
+            [6, 14],
+            [14, 14],
+            [16, 30],
+            [28, 28],
+            [30, 56],
+        ];
         for (i, input) in sizes.into_iter().enumerate() {
             let s = PoolShape {
                 planes: 3,

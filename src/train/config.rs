@@ -67,7 +67,7 @@ impl Default for TrainConfig {
             model: "shufflenet_g1_w3d4_cifar".into(),
             dataset: Kind::FashionMnist,
             data_dir: Kind::FashionMnist.default_dir(),
-            epochs: 10,
+            epochs: 15,
             batch_size: 64,
             lr: 0.1,
             schedule: ScheduleKind::Cosine,
