@@ -37,7 +37,7 @@ pub struct TrainArgs {
     /// Start from these weights (safetensors, pytorchcv names).
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
-    /// Epochs (default 7).
+    /// Epochs (default 15).
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long, default_value_t = 64)]
