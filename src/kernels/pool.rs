@@ -241,10 +241,15 @@ fn max_arg_plane<T: Fma>(
 
 crate::dispatch!(fn max_arg_plane_isa<T: Fma>(s: &PoolShape, cols: &ArgColumns, plane: &[T], out: &mut [T], arg: &mut [u32], picked: &mut [T]) => max_arg_plane);
 
-/// Max pooling's values alone (inference), [`separable`]. NaN wins as in
+/// Max pooling's values alone (inference), [`halving`] where [`halves`]
+/// (the stems' 3×3/2 pools), else [`separable`]. NaN wins as in
 /// [`max_forward`].
 fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
-    separable::<MaxOf>(s, x, y);
+    if halves(s) {
+        halving::<MaxOf>(s, x, y);
+    } else {
+        separable::<MaxOf>(s, x, y);
+    }
 }
 
 /// Average pooling for inference (`count_include_pad`, as
@@ -253,22 +258,28 @@ fn max_values(s: &PoolShape, x: &[f32], y: &mut [f32]) {
 /// different order than [`avg_forward`]'s.
 pub fn avg_values(s: &PoolShape, x: &[f32], y: &mut [f32]) -> Result<()> {
     s.check(x.len(), y.len())?;
-    if !halves(s) {
+    if halves(s) {
+        halving::<MeanOf>(s, x, y);
+    } else {
         separable::<MeanOf>(s, x, y);
-        return Ok(());
     }
-    let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
-    each_plane(s, y, op, |p, out, scratch| {
-        let plane = &x[p * ip..][..ip];
-        halving_plane_isa(Isa::best(), plane, width, 9.0, out, scratch)
-    });
     Ok(())
 }
 
-/// Whether [`avg_values`] takes [`halving_plane`]: 3×3 windows at stride 2
-/// with padding 1 over planes of even height and width (ShuffleNet's
-/// downsampling pool), where every window counts 9 values with the
-/// padding.
+/// A [`halves`] pooling, [`halving_plane`] per plane, in parallel.
+fn halving<R: Reduce>(s: &PoolShape, x: &[f32], y: &mut [f32]) {
+    let (ip, op, width) = (s.in_plane(), s.out_plane(), s.input[1]);
+    each_plane(s, y, op, |p, out, scratch| {
+        let plane = &x[p * ip..][..ip];
+        halving_plane_isa::<R>(Isa::best(), plane, width, out, scratch)
+    });
+}
+
+/// Whether [`avg_values`] and [`max_values`] take [`halving_plane`]: 3×3
+/// windows at stride 2 with padding 1 over planes of even height and
+/// width (ShuffleNet's downsampling pool, the stems' max pools), where
+/// every window counts 9 values with the padding and reaches past the
+/// plane only at the top and the left.
 fn halves(s: &PoolShape) -> bool {
     s.kernel == [3, 3]
         && s.stride == [2, 2]
@@ -276,69 +287,70 @@ fn halves(s: &PoolShape) -> bool {
         && s.input.iter().all(|d| d.is_multiple_of(2))
 }
 
-/// One plane of a [`halves`] average pool, `x` `[H, W]` (`W = width`) into
-/// `y` `[H / 2, W / 2]`, in whole-plane passes (rows of 14 or 28 values
-/// fill vectors poorly): the sums down each output row's window rows
+/// One plane of a [`halves`] pooling, `x` `[H, W]` (`W = width`) into `y`
+/// `[H / 2, W / 2]`, in whole-plane passes (rows of 14 or 28 values fill
+/// vectors poorly): the window rows combined down each output row
 /// (`down`, `[H / 2, W]`), their even and odd columns split at once, then
-/// output `ox` of a row is `(odd[ox − 1] + even[ox]) + odd[ox]` (the
-/// first of each row `even[0] + odd[0]`: its left column is padding),
-/// divided by `size`. `scratch` holds at least `H · W` values. ShuffleNet
-/// g8's 384 planes of 28 × 28, 2 threads: 0.069 → 0.029 ms against
-/// [`separable`].
+/// output `ox` of a row is `(odd[ox − 1] ∘ even[ox]) ∘ odd[ox]` (the first
+/// of each row `even[0] ∘ odd[0]`: its left column is padding), finished
+/// over 9 values. `scratch` holds at least `H · W` values. 2 threads, batch
+/// 1, against [`separable`]: ShuffleNet g8's 384 planes of 28 × 28 0.069 →
+/// 0.029 ms (average).
 #[inline(always)]
-fn halving_plane<T: Lane>(x: &[T], width: usize, size: T, y: &mut [T], scratch: &mut [T]) {
+fn halving_plane<R: Reduce>(x: &[f32], width: usize, y: &mut [f32], scratch: &mut [f32]) {
     let (ow, half) = (width / 2, y.len() * 2);
     let (down, rest) = scratch.split_at_mut(half);
     let (even, rest) = rest.split_at_mut(y.len());
     let odd = &mut rest[..y.len()];
     let row = |r: usize| &x[r * width..][..width];
-    for (oy, sums) in down.chunks_exact_mut(width).enumerate() {
-        // The top window's first row is padding: `0 + b = b`.
+    for (oy, rows) in down.chunks_exact_mut(width).enumerate() {
+        // The top window's first row is padding.
         let top = if oy == 0 { None } else { Some(row(2 * oy - 1)) };
         match width {
-            16.. => add_rows::<T, 16>(sums, top, row(2 * oy), row(2 * oy + 1)),
-            8.. => add_rows::<T, 8>(sums, top, row(2 * oy), row(2 * oy + 1)),
-            _ => add_rows::<T, 1>(sums, top, row(2 * oy), row(2 * oy + 1)),
+            16.. => combine_rows::<R, 16>(rows, top, row(2 * oy), row(2 * oy + 1)),
+            8.. => combine_rows::<R, 8>(rows, top, row(2 * oy), row(2 * oy + 1)),
+            _ => combine_rows::<R, 1>(rows, top, row(2 * oy), row(2 * oy + 1)),
         }
     }
     take_even(even, down);
     take_even(odd, &down[1..]);
-    y[0] = (even[0] + odd[0]) / size;
+    let window = |l, m, r| R::finish(R::combine(R::combine(l, m), r), 9);
+    y[0] = R::finish(R::combine(even[0], odd[0]), 9);
     let windows = odd.iter().zip(&even[1..]).zip(&odd[1..]);
     for (o, ((&l, &m), &r)) in y[1..].iter_mut().zip(windows) {
-        *o = ((l + m) + r) / size;
+        *o = window(l, m, r);
     }
     for i in (ow..y.len()).step_by(ow) {
-        y[i] = (even[i] + odd[i]) / size;
+        y[i] = R::finish(R::combine(even[i], odd[i]), 9);
     }
 }
 
-/// `d = (a + b) + c` (`b + c` without `a`) element-wise over rows of at
+/// `d = (a ∘ b) ∘ c` (`b ∘ c` without `a`) element-wise over rows of at
 /// least `C` values, in fixed chunks of `C` (the last one moved back to end
 /// with the row), so that rows of 14 or 28 values go in whole vectors.
 #[inline(always)]
-fn add_rows<T: Lane, const C: usize>(d: &mut [T], a: Option<&[T]>, b: &[T], c: &[T]) {
+fn combine_rows<R: Reduce, const C: usize>(d: &mut [f32], a: Option<&[f32]>, b: &[f32], c: &[f32]) {
     let n = d.len();
     for at in (0..n.div_ceil(C)).map(|i| (i * C).min(n - C)) {
-        let d: &mut [T; C] = (&mut d[at..][..C]).try_into().expect("chunk");
+        let d: &mut [f32; C] = (&mut d[at..][..C]).try_into().expect("chunk");
         let (b, c) = (&b[at..][..C], &c[at..][..C]);
         match a {
             Some(a) => {
                 let a = &a[at..][..C];
                 for i in 0..C {
-                    d[i] = (a[i] + b[i]) + c[i];
+                    d[i] = R::combine(R::combine(a[i], b[i]), c[i]);
                 }
             }
             None => {
                 for i in 0..C {
-                    d[i] = b[i] + c[i];
+                    d[i] = R::combine(b[i], c[i]);
                 }
             }
         }
     }
 }
 
-crate::dispatch!(fn halving_plane_isa<T: Lane>(x: &[T], width: usize, size: T, y: &mut [T], scratch: &mut [T]) => halving_plane);
+crate::dispatch!(fn halving_plane_isa<R: Reduce>(x: &[f32], width: usize, y: &mut [f32], scratch: &mut [f32]) => halving_plane);
 
 /// What a separable pooling computes over a window: values folded with
 /// `combine` from `INIT`, then `finish(value, window size including
@@ -1016,7 +1028,7 @@ mod tests {
     }
 
     #[test]
-    fn halving_average_pool_matches_the_windows() {
+    fn halving_pools_match_the_windows() {
         // Every even size from one output up, rows shorter and longer than
         // a chunk of 8 or 16, and not square.
         let sizes = [
@@ -1047,6 +1059,19 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 1e-6, "{s:?}: {g} vs {w}");
             }
+            // Max pooling's values, the same windows; a NaN in some planes
+            // (it wins).
+            let mut x = x;
+            if i % 2 == 1 {
+                let at = (7 * i) % x.len();
+                x[at] = f32::NAN;
+            }
+            let mut arg = vec![0; n];
+            got.fill(0.0);
+            max_forward(&s, &x, &mut got, None).unwrap();
+            reference::max_forward(&s, &x, &mut want, &mut arg);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "max {s:?}");
         }
     }
 
