@@ -212,7 +212,7 @@ const EVEN_CHUNK: usize = 16;
 /// The starts of chunks of `c` results covering `n`: whole chunks, the
 /// last one moved back to end at `n` (overlapping the one before), or none
 /// when `n < c`.
-fn chunk_starts(n: usize, c: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn chunk_starts(n: usize, c: usize) -> impl Iterator<Item = usize> {
     let chunks = if n < c { 0 } else { n.div_ceil(c) };
     (0..chunks).map(move |i| (i * c).min(n - c))
 }

@@ -2,7 +2,7 @@
 //! `avg_pool2d` with `ceil_mode = False`, `count_include_pad = True`).
 //! One parallel task per (image, channel) plane.
 
-use super::phase::{merge_even_odd, take_even};
+use super::phase::{chunk_starts, merge_even_odd, take_even};
 use crate::error::{Error, Result};
 use crate::simd::{Fma, Isa, LANES, Lanes, from_lanes, to_lanes};
 use rayon::prelude::*;
@@ -314,14 +314,31 @@ fn halving_plane<R: Reduce>(x: &[f32], width: usize, y: &mut [f32], scratch: &mu
     }
     take_even(even, down);
     take_even(odd, &down[1..]);
-    let window = |l, m, r| R::finish(R::combine(R::combine(l, m), r), 9);
-    y[0] = R::finish(R::combine(even[0], odd[0]), 9);
+    across(even, odd, ow, y, R::combine, |v| R::finish(v, 9));
+}
+
+/// `out[i] = f(f(odd[i − 1], even[i]), odd[i])` for rows of `ow` outputs
+/// (`out`, `even` and `odd` laid out alike): the three window columns
+/// `2 · ox − 1`, `2 · ox`, `2 · ox + 1` of each output, from a row's even
+/// and odd columns; the first output of each row `f(even, odd)` (its left
+/// column is padding), each passed through `finish`. Both one-plane
+/// kernels, [`halving_plane`] and [`avg_plane`], end their rows with it.
+#[inline(always)]
+fn across<T: Copy>(
+    even: &[T],
+    odd: &[T],
+    ow: usize,
+    out: &mut [T],
+    f: impl Fn(T, T) -> T,
+    finish: impl Fn(T) -> T,
+) {
+    out[0] = finish(f(even[0], odd[0]));
     let windows = odd.iter().zip(&even[1..]).zip(&odd[1..]);
-    for (o, ((&l, &m), &r)) in y[1..].iter_mut().zip(windows) {
-        *o = window(l, m, r);
+    for (o, ((&l, &m), &r)) in out[1..].iter_mut().zip(windows) {
+        *o = finish(f(f(l, m), r));
     }
-    for i in (ow..y.len()).step_by(ow) {
-        y[i] = R::finish(R::combine(even[i], odd[i]), 9);
+    for i in (ow..out.len()).step_by(ow) {
+        out[i] = finish(f(even[i], odd[i]));
     }
 }
 
@@ -330,8 +347,7 @@ fn halving_plane<R: Reduce>(x: &[f32], width: usize, y: &mut [f32], scratch: &mu
 /// with the row), so that rows of 14 or 28 values go in whole vectors.
 #[inline(always)]
 fn combine_rows<R: Reduce, const C: usize>(d: &mut [f32], a: Option<&[f32]>, b: &[f32], c: &[f32]) {
-    let n = d.len();
-    for at in (0..n.div_ceil(C)).map(|i| (i * C).min(n - C)) {
+    for at in chunk_starts(d.len(), C) {
         let d: &mut [f32; C] = (&mut d[at..][..C]).try_into().expect("chunk");
         let (b, c) = (&b[at..][..C], &c[at..][..C]);
         match a {
@@ -826,26 +842,18 @@ fn avg_plane<T: Lane>(win: &Windows, divisors: &[T], x: &[T], y: &mut [T], scrat
     let ow = win.cols.len();
     let half = x.len() / 2;
     let (even, rest) = scratch.split_at_mut(half);
-    let (odd, across) = rest.split_at_mut(half);
+    let (odd, sums) = rest.split_at_mut(half);
     // The rows' even and odd columns, the whole plane at once.
     take_even(even, x);
     take_even(odd, &x[1..]);
     // Output column `ox` of a row sums columns 2·ox − 1, 2·ox, 2·ox + 1
-    // from the left: (odd[ox − 1] + even[ox]) + odd[ox]; the first of each
-    // row only even[0] + odd[0].
-    across[0] = even[0] + odd[0];
-    let columns = odd[..half - 1].iter().zip(&even[1..]).zip(&odd[1..]);
-    for (a, ((&o0, &e), &o1)) in across[1..].iter_mut().zip(columns) {
-        *a = (o0 + e) + o1;
-    }
-    for i in (ow..half).step_by(ow) {
-        across[i] = even[i] + odd[i];
-    }
+    // from the left.
+    across(even, odd, ow, sums, |a, b| a + b, |v| v);
     let outputs = y.chunks_exact_mut(ow).zip(divisors.chunks_exact(ow));
     for ((out, divisors), r) in outputs.zip(&win.rows) {
         out.fill(T::zero());
-        for sums in across[r.start * ow..r.end * ow].chunks_exact(ow) {
-            out.iter_mut().zip(sums).for_each(|(o, &v)| *o = *o + v);
+        for row in sums[r.start * ow..r.end * ow].chunks_exact(ow) {
+            out.iter_mut().zip(row).for_each(|(o, &v)| *o = *o + v);
         }
         for (o, &d) in out.iter_mut().zip(divisors) {
             *o = *o / d;
