@@ -1,6 +1,7 @@
 //! The channel-vectorised layout of the pointwise kernel, for planes that
 //! fill tiles of [`NR`](super::NR) positions poorly (49 positions in two
-//! tiles of 32): register tiles of [`PT`] positions × one or two vectors
+//! tiles of 32): register tiles of [`PT`], [`PT8`] or [`PT14`] positions
+//! × one or two vectors
 //! of output channels, each input value broadcast. The reduction runs in
 //! passes of [`KC`] input channels over every position tile of a chunk of
 //! the block, so that the pass's weights stay in the L1 cache; the sums
@@ -11,7 +12,7 @@
 use super::super::conv_gemm::Unfold;
 use super::{Block, Columns, KC, fetch_ahead, padded_reads};
 #[cfg(doc)]
-use super::{PT, PT8};
+use super::{PT, PT8, PT14};
 use crate::simd::{Fma, LANES, Lanes, fma_lanes, relu_value};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -43,7 +44,7 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
         _ => k * span,
     };
     // The sums of one chunk of tiles.
-    let sums_len = tiles.min(CHUNK) * P * wide;
+    let sums_len = tiles.min(chunk::<P>()) * P * wide;
     scratch.resize(sums_len + copy_len, T::zero());
     let (sums, xs) = scratch.split_at_mut(sums_len);
     // Where the inputs of tile `t` are: `x[offsets[r] + bases[t] + j ·
@@ -76,14 +77,14 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
             (&*xs, (0..k).map(|r| r * span).collect(), bases, 1)
         }
     };
-    // The block in chunks of at most `CHUNK` tiles, whose sums stay in
+    // The block in chunks of at most `chunk` tiles, whose sums stay in
     // the L1 cache. The first panel of a chunk reads rows of the input
     // fresh from memory, a few values of each at a time, which the
     // hardware prefetchers do not follow: each pass asks for the next
     // pass's rows (and the first pass for its own).
-    for (c, bases) in bases.chunks(CHUNK).enumerate() {
-        let first = c * CHUNK * P;
-        let width = (cols - first).min(CHUNK * P);
+    for (c, bases) in bases.chunks(chunk::<P>()).enumerate() {
+        let first = c * chunk::<P>() * P;
+        let width = (cols - first).min(chunk::<P>() * P);
         let sums = &mut sums[..bases.len() * P * wide];
         let fetch = |k0: usize| {
             if in_place {
@@ -121,9 +122,11 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
     }
 }
 
-/// Position tiles per chunk of a block: 196 positions, 25 KiB of sums for
-/// 32 rows.
-const CHUNK: usize = 28;
+/// Position tiles of `P` positions per chunk of a block: about 196
+/// positions, 25 KiB of sums for 32 rows.
+const fn chunk<const P: usize>() -> usize {
+    196 / P
+}
 
 /// `sums[j · wide + r] += Σ_k w[k · wide + r] · x[offsets[k] + j · S]`
 /// for the tile's `P` positions `j` and `wide = V · LANES` rows, in
