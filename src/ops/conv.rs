@@ -70,7 +70,8 @@ pub fn conv2d(
     }
     .validate()?;
     let [oh, ow] = s.output();
-    let mut y = super::zeroed(s.lens().2);
+    // Every kernel writes all of `y` and of the gradients.
+    let mut y = crate::tensor::recycle::take(s.lens().2);
     {
         let (xd, wd) = (x.data(), weight.data());
         let bd = bias.map(|b| b.data());
@@ -87,7 +88,11 @@ pub fn conv2d(
         move |dy, needs| {
             let (xd, wd) = (xs.data(), ws.data());
             let (xl, wl, _) = s.lens();
-            let mut grads = super::grad_buffers(needs, [xl, wl, s.out_channels]);
+            let mut grads = super::grad_buffers(
+                needs,
+                [xl, wl, s.out_channels],
+                crate::tensor::recycle::take,
+            );
             kernels::conv2d_backward(&s, &xd, &wd, dy, super::wanted(needs, &mut grads))?;
             Ok(super::keep_wanted(needs, grads))
         },

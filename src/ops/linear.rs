@@ -47,7 +47,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         vec![n, o],
         &inputs,
         move |dy, needs| {
-            let mut grads = super::grad_buffers(needs, [n * i, o * i, o]);
+            let mut grads = super::grad_buffers(needs, [n * i, o * i, o], super::zeroed);
             kernel::backward(
                 &s,
                 &xs.data(),

@@ -44,14 +44,22 @@ pub(crate) fn zeroed(len: usize) -> Vec<f32> {
     crate::kernels::par_collect(len, CHUNK, |_, _| {})
 }
 
-/// Zeroed gradient buffers of the given lengths for the inputs that
-/// `needs` one, empty for the others.
-fn grad_buffers<const K: usize>(needs: &[bool], lens: [usize; K]) -> [Vec<f32>; K] {
+/// Gradient buffers of the given lengths from `alloc` for the inputs that
+/// `needs` one, empty for the others: zeroed for a backward kernel that
+/// adds into them, or [`recycle::take`] for one that overwrites them
+/// whole.
+///
+/// [`recycle::take`]: crate::tensor::recycle::take
+fn grad_buffers<const K: usize>(
+    needs: &[bool],
+    lens: [usize; K],
+    alloc: impl Fn(usize) -> Vec<f32>,
+) -> [Vec<f32>; K] {
     let mut i = 0;
     lens.map(|len| {
         let need = needs.get(i).copied().unwrap_or(false);
         i += 1;
-        zeroed(if need { len } else { 0 })
+        alloc(if need { len } else { 0 })
     })
 }
 

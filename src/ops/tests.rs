@@ -80,6 +80,34 @@ fn conv2d_gradients() {
 }
 
 #[test]
+fn conv2d_overwrites_recycled_buffers() {
+    use crate::tensor::recycle;
+    // Long enough to be recycled: 65,536 input and 131,072 output values.
+    let (x, w) = (param(&[2, 8, 64, 64], 30), param(&[16, 4, 3, 3], 31));
+    let args = Conv2dArgs {
+        padding: [1, 1],
+        groups: 2,
+        ..Conv2dArgs::default()
+    };
+    let run = || {
+        let (x, w) = (x.detach().requires_grad(), w.detach().requires_grad());
+        let y = conv2d(&x, &w, None, args).unwrap();
+        let dy: Vec<f32> = (0..y.numel()).map(|i| (i % 7) as f32 - 3.0).collect();
+        y.backward_with(dy).unwrap();
+        [y.to_vec(), x.grad().unwrap().to_vec()]
+    };
+    let want = run();
+    // The first run wanted buffers of both lengths: the pool now keeps
+    // NaN ones for the output and the input gradient (after whatever the
+    // first run left there).
+    for len in want.iter().map(Vec::len) {
+        recycle::take(len);
+        recycle::give(vec![f32::NAN; len]);
+    }
+    assert_eq!(run(), want);
+}
+
+#[test]
 fn conv2d_rejects_bad_arguments() {
     let x = Tensor::zeros(&[1, 4, 5, 5]);
     let w = Tensor::zeros(&[6, 2, 3, 3]);

@@ -135,7 +135,10 @@ impl Tensor {
                     )));
                 }
                 match grads.get_mut(&input.id()) {
-                    Some(sum) => add_into(sum, &grad),
+                    Some(sum) => {
+                        add_into(sum, &grad);
+                        super::recycle::give(grad);
+                    }
                     None => {
                         grads.insert(input.id(), grad);
                     }

@@ -9,6 +9,7 @@
 //! does. Under [`no_grad`] nothing is recorded and nothing is saved.
 
 mod autograd;
+pub(crate) mod recycle;
 pub mod trace;
 
 pub use autograd::{GradMode, is_grad_enabled, no_grad};
@@ -35,6 +36,17 @@ struct Inner {
     grad: Mutex<Option<Vec<f32>>>,
     /// How a non-leaf was computed; taken (freed) by `backward`.
     node: Mutex<Option<autograd::Node>>,
+}
+
+/// The values of a tensor that no view shares any more go back to the
+/// [`recycle`] pool.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(values) = Arc::get_mut(&mut self.data) {
+            let values = values.get_mut().unwrap_or_else(|e| e.into_inner());
+            recycle::give(std::mem::take(values));
+        }
+    }
 }
 
 impl Tensor {
@@ -218,7 +230,9 @@ impl Tensor {
         backward: impl Fn(&[f32], &[bool]) -> Result<Vec<Option<Vec<f32>>>> + Send + Sync + 'static,
     ) -> Tensor {
         Tensor::from_op_in_place(name, data, shape, inputs, move |dy, needs, _| {
-            backward(&dy, needs)
+            let grads = backward(&dy, needs);
+            recycle::give(dy);
+            grads
         })
     }
 
