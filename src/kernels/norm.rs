@@ -131,10 +131,20 @@ pub fn normalize(
     y
 }
 
+/// What [`backward`] computes: `[C]` weight and bias gradients, `dx` when
+/// wanted, and `dy` back unchanged when its buffer did not become `dx`.
+pub struct Gradients {
+    pub dx: Option<Vec<f32>>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+    pub dy: Option<Vec<f32>>,
+}
+
 /// Gradients of `Σ dy · batch_norm(x)` (or of `Σ dy · relu(batch_norm(x))`
 /// when `relu`: `dy` counts only where the normalised value is positive):
-/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when `want_dx`, in `dy`'s
-/// buffer). With batch
+/// `dγ = Σ dy · x̂`, `dβ = Σ dy`, and `dx` (when `want_dx`: in `dy`'s
+/// buffer, or with `dx_into`, a buffer as long as `dy` with any contents,
+/// in that one). With batch
 /// statistics (`training`) the mean and variance depend on `x`:
 /// `dx = γ · invstd · (dy − Σdy / M − x̂ · Σ(dy · x̂) / M)`;
 /// with running statistics `dx = γ · invstd · dy`.
@@ -149,7 +159,8 @@ pub fn backward(
     training: bool,
     relu: bool,
     want_dx: bool,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    dx_into: Option<Vec<f32>>,
+) -> Gradients {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
     let mask = relu.then(|| scale_shift(mean, invstd, affine));
     let sums = l.each_channel(|c| {
@@ -181,17 +192,49 @@ pub fn backward(
                 [k, a, -k * mean_dy - a * mean[c]]
             })
             .collect();
-        l.each_run_in_place(&mut dy, |first, out| {
+        let pass = |from: Option<&[f32]>, first: usize, out: &mut [f32]| {
             let xs = &x[first * l.plane..][..out.len()];
-            axpb_isa(Isa::best(), out, xs, *l, first, &coef, mask.as_deref());
-        });
-        dy
+            axpb_isa(
+                Isa::best(),
+                out,
+                from,
+                xs,
+                *l,
+                first,
+                &coef,
+                mask.as_deref(),
+            );
+        };
+        match dx_into {
+            None => {
+                l.each_run_in_place(&mut dy, |first, out| pass(None, first, out));
+                (std::mem::take(&mut dy), None)
+            }
+            Some(mut dx) => {
+                assert_eq!(
+                    dx.len(),
+                    dy.len(),
+                    "batch norm backward: dx_into as long as dy"
+                );
+                let (per_task, run) = l.runs();
+                dx.par_chunks_mut(run)
+                    .zip(dy.par_chunks(run))
+                    .enumerate()
+                    .for_each(|(t, (out, g))| pass(Some(g), t * per_task, out));
+                (dx, Some(std::mem::take(&mut dy)))
+            }
+        }
     });
-    (
+    let (dx, dy) = match dx {
+        Some((dx, kept)) => (Some(dx), kept),
+        None => (None, Some(dy)),
+    };
+    Gradients {
         dx,
-        sum_dy_xhat.iter().map(|&v| v as f32).collect(),
-        sum_dy.iter().map(|&v| v as f32).collect(),
-    )
+        dgamma: sum_dy_xhat.iter().map(|&v| v as f32).collect(),
+        dbeta: sum_dy.iter().map(|&v| v as f32).collect(),
+        dy,
+    }
 }
 
 const LANES: usize = 16;
@@ -276,13 +319,15 @@ fn channel_dot<T: Wide>(
     }
 }
 
-/// Over a run of whole planes starting at plane `first`, in place: `u =
-/// k · u' + a · v + b` with the coefficients `[k, a, b]` of each plane's
-/// channel, where `u' = u`, or with masks `(scale, shift)` per channel, `u`
-/// where `v · scale + shift > 0` and 0 elsewhere.
+/// Over a run of whole planes starting at plane `first`: `u = k · g' + a ·
+/// v + b` with the coefficients `[k, a, b]` of each plane's channel, where
+/// `g` is `from` (as long as `u`) or, without it, `u` itself (in place),
+/// and `g' = g`, or with masks `(scale, shift)` per channel, `g` where
+/// `v · scale + shift > 0` and 0 elsewhere.
 #[inline(always)]
 fn axpb<T: Fma>(
     u: &mut [T],
+    from: Option<&[T]>,
     v: &[T],
     l: Layout,
     first: usize,
@@ -290,26 +335,40 @@ fn axpb<T: Fma>(
     mask: Option<&[(T, T)]>,
 ) {
     let p = l.plane.max(1);
-    let planes = u.chunks_exact_mut(p).zip(v.chunks_exact(p));
-    for (i, (u, v)) in planes.enumerate() {
+    for (i, v) in v.chunks_exact(p).enumerate() {
         let c = (first + i) % l.channels;
         let [k, a, b] = coef[c];
+        let (u, g) = (&mut u[i * p..][..p], from.map(|g| &g[i * p..][..p]));
         match mask {
-            None => {
-                for (u, &v) in u.iter_mut().zip(v) {
-                    *u = u.fma(k, v.fma(a, b));
-                }
-            }
+            None => plane_map(u, g, v, |g, v| g.fma(k, v.fma(a, b))),
             Some(mask) => {
                 let (s, t) = mask[c];
-                for (u, &v) in u.iter_mut().zip(v) {
+                plane_map(u, g, v, |g, v| {
                     let g = if v.fma(s, t) > T::zero() {
-                        *u
+                        g
                     } else {
                         T::zero()
                     };
-                    *u = g.fma(k, v.fma(a, b));
-                }
+                    g.fma(k, v.fma(a, b))
+                });
+            }
+        }
+    }
+}
+
+/// `u[i] = f(g[i], v[i])` over one plane, `g` being `u` itself where not
+/// given.
+#[inline(always)]
+fn plane_map<T: Fma>(u: &mut [T], g: Option<&[T]>, v: &[T], f: impl Fn(T, T) -> T) {
+    match g {
+        None => {
+            for (u, &v) in u.iter_mut().zip(v) {
+                *u = f(*u, v);
+            }
+        }
+        Some(g) => {
+            for ((u, &g), &v) in u.iter_mut().zip(g).zip(v) {
+                *u = f(g, v);
             }
         }
     }
@@ -353,7 +412,7 @@ fn affine_max<T: Fma>(
 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
+crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], from: Option<&[T]>, v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
 crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], r: Option<&[T]>, l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
 
 #[cfg(test)]
@@ -385,8 +444,18 @@ mod tests {
             let (mean, var) = batch_stats(&l, &x);
             let m = l.per_channel() as f64;
             let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
-            let (_, dgamma, dbeta) =
-                backward(&l, &x, dy.clone(), &mean, &invstd, None, true, false, false);
+            let Gradients { dgamma, dbeta, .. } = backward(
+                &l,
+                &x,
+                dy.clone(),
+                &mean,
+                &invstd,
+                None,
+                true,
+                false,
+                false,
+                None,
+            );
             for c in 0..channels {
                 let each = || (0..batch).flat_map(move |b| (0..plane).map(move |i| at(b, c, i)));
                 let mu = each().map(|k| x[k] as f64).sum::<f64>() / m;
@@ -408,6 +477,44 @@ mod tests {
                 assert!((dbeta[c] as f64 - sdy).abs() < 1e-5 * m, "{l:?} dβ");
                 assert!((dgamma[c] as f64 - sdx).abs() < 1e-5 * m, "{l:?} dγ");
             }
+        }
+    }
+
+    /// `dx` in a buffer of its own (NaN before) equals `dx` in `dy`'s, with
+    /// and without the ReLU's mask, and `dy` comes back unchanged.
+    #[test]
+    fn input_gradient_in_another_buffer_equals_the_one_in_place() {
+        let l = Layout {
+            batch: 3,
+            channels: 4,
+            plane: 50,
+        };
+        let n = l.batch * l.channels * l.plane;
+        let (x, dy) = (values(n, 0.0, 3), values(n, 0.2, 4));
+        let (mean, var) = batch_stats(&l, &x);
+        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+        let (gamma, beta) = (values(4, 1.0, 5), values(4, 0.0, 6));
+        for relu in [false, true] {
+            let run = |into: Option<Vec<f32>>| {
+                let aff = Some((gamma.as_slice(), beta.as_slice()));
+                backward(
+                    &l,
+                    &x,
+                    dy.clone(),
+                    &mean,
+                    &invstd,
+                    aff,
+                    true,
+                    relu,
+                    true,
+                    into,
+                )
+            };
+            let (in_place, apart) = (run(None), run(Some(vec![f32::NAN; n])));
+            assert!(in_place.dy.is_none());
+            assert_eq!(apart.dy.as_ref(), Some(&dy));
+            assert_eq!(apart.dx, in_place.dx);
+            assert_eq!(apart.dgamma, in_place.dgamma);
         }
     }
 }

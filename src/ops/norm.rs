@@ -165,10 +165,18 @@ fn batch_norm_then(
             // With a residual the ReLU's mask comes from the output (the sum),
             // and the residual's gradient is the masked `dy`.
             let dy = if adds { pass_where_positive(dy, y) } else { dy };
-            let d_residual = (adds && needs[needs.len() - 1]).then(|| dy.clone());
+            // The residual's gradient is `dy` itself: `dx` then goes to
+            // another buffer (the kernel overwrites it whole).
+            let keep_dy = adds && needs[needs.len() - 1];
+            let dx_into = (keep_dy && needs[0]).then(|| crate::tensor::recycle::take(dy.len()));
             let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
             let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
-            let (dx, dgamma, dbeta) = kernel::backward(
+            let kernel::Gradients {
+                dx,
+                dgamma,
+                dbeta,
+                dy,
+            } = kernel::backward(
                 &l,
                 &xs.data(),
                 dy,
@@ -178,7 +186,9 @@ fn batch_norm_then(
                 args.training,
                 args.relu && !adds,
                 needs[0],
+                dx_into,
             );
+            let d_residual = dy.filter(|_| keep_dy);
             let mut grads = vec![dx];
             if aff.is_some() {
                 grads.extend([Some(dgamma), Some(dbeta)]);
