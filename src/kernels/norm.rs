@@ -175,59 +175,54 @@ pub fn backward(
         .zip(invstd)
         .map(|(s, &k)| s[1] * k as f64)
         .collect();
-    let dx = want_dx.then(|| {
-        // dx = k · g + a · x + b per channel, where
-        // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
-        //   = k · g + a · x + b   (a = b = 0 with running statistics).
-        let m = l.per_channel() as f64;
-        let coef: Vec<[f32; 3]> = (0..l.channels)
-            .map(|c| {
-                let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
-                if !training {
-                    return [k, 0.0, 0.0];
-                }
-                let mean_dy = (sum_dy[c] / m) as f32;
-                let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
-                let a = -k * invstd[c] * mean_dy_xhat;
-                [k, a, -k * mean_dy - a * mean[c]]
-            })
-            .collect();
-        let pass = |from: Option<&[f32]>, first: usize, out: &mut [f32]| {
-            let xs = &x[first * l.plane..][..out.len()];
-            axpb_isa(
-                Isa::best(),
-                out,
-                from,
-                xs,
-                *l,
-                first,
-                &coef,
-                mask.as_deref(),
-            );
-        };
-        match dx_into {
-            None => {
-                l.each_run_in_place(&mut dy, |first, out| pass(None, first, out));
-                (std::mem::take(&mut dy), None)
+    // dx = k · g + a · x + b per channel, where
+    // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
+    //   = k · g + a · x + b   (a = b = 0 with running statistics).
+    let m = l.per_channel() as f64;
+    let coef: Vec<[f32; 3]> = (0..l.channels)
+        .map(|c| {
+            let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
+            if !training {
+                return [k, 0.0, 0.0];
             }
-            Some(mut dx) => {
-                assert_eq!(
-                    dx.len(),
-                    dy.len(),
-                    "batch norm backward: dx_into as long as dy"
-                );
-                let (per_task, run) = l.runs();
-                dx.par_chunks_mut(run)
-                    .zip(dy.par_chunks(run))
-                    .enumerate()
-                    .for_each(|(t, (out, g))| pass(Some(g), t * per_task, out));
-                (dx, Some(std::mem::take(&mut dy)))
-            }
+            let mean_dy = (sum_dy[c] / m) as f32;
+            let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
+            let a = -k * invstd[c] * mean_dy_xhat;
+            [k, a, -k * mean_dy - a * mean[c]]
+        })
+        .collect();
+    let pass = |from: Option<&[f32]>, first: usize, out: &mut [f32]| {
+        let xs = &x[first * l.plane..][..out.len()];
+        axpb_isa(
+            Isa::best(),
+            out,
+            from,
+            xs,
+            *l,
+            first,
+            &coef,
+            mask.as_deref(),
+        );
+    };
+    let (dx, dy) = match (want_dx, dx_into) {
+        (false, _) => (None, Some(dy)),
+        (true, None) => {
+            l.each_run_in_place(&mut dy, |first, out| pass(None, first, out));
+            (Some(dy), None)
         }
-    });
-    let (dx, dy) = match dx {
-        Some((dx, kept)) => (Some(dx), kept),
-        None => (None, Some(dy)),
+        (true, Some(mut dx)) => {
+            assert_eq!(
+                dx.len(),
+                dy.len(),
+                "batch norm backward: dx_into as long as dy"
+            );
+            let (per_task, run) = l.runs();
+            dx.par_chunks_mut(run)
+                .zip(dy.par_chunks(run))
+                .enumerate()
+                .for_each(|(t, (out, g))| pass(Some(g), t * per_task, out));
+            (Some(dx), Some(dy))
+        }
     };
     Gradients {
         dx,
