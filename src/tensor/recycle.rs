@@ -16,7 +16,7 @@
 //! Past [`MAX_BYTES`] the oldest go back to the allocator.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Shorter buffers go straight back to the allocator: zeroing them costs
 /// little.
@@ -28,87 +28,70 @@ const MAX_BYTES: usize = 1 << 30;
 struct Pool {
     /// Oldest first.
     buffers: VecDeque<Vec<f32>>,
-    bytes: usize,
     /// [`MAX_BYTES`], lower in tests.
     limit: usize,
     /// Per length, how many buffers to keep at most: the takes that found
     /// none.
-    wanted: Vec<(usize, usize)>,
+    wanted: BTreeMap<usize, usize>,
 }
 
 thread_local! {
     static POOL: RefCell<Pool> = const {
         RefCell::new(Pool {
             buffers: VecDeque::new(),
-            bytes: 0,
             limit: MAX_BYTES,
-            wanted: Vec::new(),
+            wanted: BTreeMap::new(),
         })
     };
 }
 
 impl Pool {
-    /// How many buffers of `len` values to keep at most.
-    fn wanted(&self, len: usize) -> usize {
-        self.wanted
-            .iter()
-            .find(|&&(l, _)| l == len)
-            .map_or(0, |&(_, n)| n)
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.buffers.iter().map(|b| b.len() * 4).sum()
     }
 
-    /// A take of `len` values found none.
-    fn want_one_more(&mut self, len: usize) {
-        match self.wanted.iter_mut().find(|(l, _)| *l == len) {
-            Some((_, n)) => *n += 1,
-            None => self.wanted.push((len, 1)),
+    /// Keeps `v` if fewer buffers of its length are kept than were
+    /// wanted, then gives the oldest back while over the limit.
+    fn give(&mut self, v: Vec<f32>) {
+        let kept = self.buffers.iter().filter(|b| b.len() == v.len()).count();
+        if kept >= self.wanted.get(&v.len()).copied().unwrap_or(0) {
+            return;
         }
+        self.buffers.push_back(v);
+        while self.bytes() > self.limit {
+            self.buffers.pop_front();
+        }
+    }
+
+    /// The newest buffer of `len` values (the most recently used memory),
+    /// or none, and then one more of that length wanted.
+    fn take(&mut self, len: usize) -> Option<Vec<f32>> {
+        let at = self.buffers.iter().rposition(|b| b.len() == len);
+        if at.is_none() {
+            *self.wanted.entry(len).or_default() += 1;
+        }
+        self.buffers.remove(at?)
     }
 }
 
 /// Keeps `v` for a later [`take`] of its length on this thread, if it is
 /// long enough to be worth it.
 pub(crate) fn give(v: Vec<f32>) {
-    if v.len() < MIN_LEN {
-        return;
+    if v.len() >= MIN_LEN {
+        // During thread teardown the pool may be gone: `v` is then freed.
+        let _ = POOL.try_with(|p| p.borrow_mut().give(v));
     }
-    // During thread teardown the pool may be gone: `v` is then freed.
-    let _ = POOL.try_with(|p| {
-        let mut p = p.borrow_mut();
-        let kept = p.buffers.iter().filter(|b| b.len() == v.len()).count();
-        if kept >= p.wanted(v.len()) {
-            return;
-        }
-        p.bytes += v.len() * 4;
-        p.buffers.push_back(v);
-        while p.bytes > p.limit {
-            let Some(old) = p.buffers.pop_front() else {
-                break;
-            };
-            p.bytes -= old.len() * 4;
-        }
-    });
 }
 
 /// A buffer of `len` values whose contents are arbitrary (those of a dead
 /// tensor, or zeros): for an output that the caller overwrites whole.
 pub(crate) fn take(len: usize) -> Vec<f32> {
-    let kept = (len >= MIN_LEN)
-        .then(|| {
-            POOL.try_with(|p| {
-                let mut p = p.borrow_mut();
-                // The newest match: the most recently used memory.
-                let Some(at) = p.buffers.iter().rposition(|b| b.len() == len) else {
-                    p.want_one_more(len);
-                    return None;
-                };
-                let v = p.buffers.remove(at)?;
-                p.bytes -= v.len() * 4;
-                Some(v)
-            })
-            .ok()
-            .flatten()
-        })
-        .flatten();
+    let kept = if len >= MIN_LEN {
+        POOL.try_with(|p| p.borrow_mut().take(len)).ok().flatten()
+    } else {
+        None
+    };
     kept.unwrap_or_else(|| crate::ops::zeroed(len))
 }
 
@@ -145,7 +128,7 @@ mod tests {
         for v in 1..=3 {
             give(vec![v as f32; len]);
         }
-        POOL.with(|p| assert_eq!(p.borrow().bytes, 2 * len * 4));
+        POOL.with(|p| assert_eq!(p.borrow().bytes(), 2 * len * 4));
         assert_eq!(take(len)[0], 3.0);
         assert_eq!(take(len)[0], 2.0);
         assert_eq!(take(len), vec![0.0; len], "the oldest was given back");

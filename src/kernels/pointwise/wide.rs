@@ -27,6 +27,7 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
     let (k, cols) = (b.k, b.cols.len());
     // Positions, the last tile padded.
     let span = cols.div_ceil(P) * P;
+    let chunk = chunk::<P>();
     let tiles = span / P;
     // Rows of the input are read in place when every tile lies inside
     // them. A spatial kernel's matrix is read from the zero-padded input
@@ -44,7 +45,7 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
         _ => k * span,
     };
     // The sums of one chunk of tiles.
-    let sums_len = tiles.min(chunk::<P>()) * P * wide;
+    let sums_len = tiles.min(chunk) * P * wide;
     scratch.resize(sums_len + copy_len, T::zero());
     let (sums, xs) = scratch.split_at_mut(sums_len);
     // Where the inputs of tile `t` are: `x[offsets[r] + bases[t] + j ·
@@ -82,9 +83,9 @@ pub(super) fn block<T: Fma, const V: usize, const P: usize>(b: &Block<T>, scratc
     // fresh from memory, a few values of each at a time, which the
     // hardware prefetchers do not follow: each pass asks for the next
     // pass's rows (and the first pass for its own).
-    for (c, bases) in bases.chunks(chunk::<P>()).enumerate() {
-        let first = c * chunk::<P>() * P;
-        let width = (cols - first).min(chunk::<P>() * P);
+    for (c, bases) in bases.chunks(chunk).enumerate() {
+        let first = c * chunk * P;
+        let width = (cols - first).min(chunk * P);
         let sums = &mut sums[..bases.len() * P * wide];
         let fetch = |k0: usize| {
             if in_place {
