@@ -4,6 +4,9 @@ use super::nchw;
 use crate::error::Result;
 use crate::kernels::pool::{self as kernel, PoolShape};
 use crate::tensor::Tensor;
+// The pooling kernels write every value of their outputs and input
+// gradients (`pooling_overwrites_recycled_buffers`): no zeroing first.
+use crate::tensor::recycle::take;
 
 /// Options of the pooling ops. [`Pool2dArgs::new`] gives PyTorch's
 /// defaults: stride equal to the kernel, no padding.
@@ -42,7 +45,7 @@ impl Pool2dArgs {
 pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let (s, shape) = args.shape("max_pool2d", x)?;
     let len = shape.iter().product();
-    let mut y = super::zeroed(len);
+    let mut y = take(len);
     let mut argmax = vec![0u32; len];
     kernel::max_forward(&s, &x.data(), &mut y, Some(&mut argmax))?;
     let in_len = x.numel();
@@ -52,7 +55,7 @@ pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         shape,
         &[x],
         move |dy, _| {
-            let mut dx = super::zeroed(in_len);
+            let mut dx = take(in_len);
             kernel::max_backward(&s, dy, &argmax, &mut dx)?;
             Ok(vec![Some(dx)])
         },
@@ -62,7 +65,7 @@ pub fn max_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
 /// Average pooling (PyTorch `F.avg_pool2d` with `count_include_pad=True`).
 pub fn avg_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
     let (s, shape) = args.shape("avg_pool2d", x)?;
-    let mut y = super::zeroed(shape.iter().product());
+    let mut y = take(shape.iter().product());
     kernel::avg_forward(&s, &x.data(), &mut y)?;
     let in_len = x.numel();
     Ok(Tensor::from_op(
@@ -71,7 +74,7 @@ pub fn avg_pool2d(x: &Tensor, args: Pool2dArgs) -> Result<Tensor> {
         shape,
         &[x],
         move |dy, _| {
-            let mut dx = super::zeroed(in_len);
+            let mut dx = take(in_len);
             kernel::avg_backward(&s, dy, &mut dx)?;
             Ok(vec![Some(dx)])
         },

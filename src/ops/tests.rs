@@ -108,6 +108,49 @@ fn conv2d_overwrites_recycled_buffers() {
 }
 
 #[test]
+fn pooling_overwrites_recycled_buffers() {
+    use crate::tensor::recycle;
+    // Max and average pooling, ShuffleNet's 3×3/2 windows with padding on
+    // rows long enough for the plane kernels and on short ones (the lanes
+    // kernels), and 2×2 windows; outputs and inputs of at least 65,536
+    // values, long enough to be recycled.
+    let cases = [
+        ([2, 8, 128, 128], 3, 2, 1),
+        ([48, 32, 14, 14], 3, 2, 1),
+        ([2, 8, 128, 128], 2, 2, 0),
+    ];
+    for (i, (shape, k, stride, pad)) in cases.into_iter().enumerate() {
+        let x = param(&shape, 40 + i as u64);
+        let args = Pool2dArgs {
+            kernel_size: [k, k],
+            stride: [stride, stride],
+            padding: [pad, pad],
+        };
+        for max in [true, false] {
+            let run = || {
+                let x = x.detach().requires_grad();
+                let y = if max {
+                    max_pool2d(&x, args)
+                } else {
+                    avg_pool2d(&x, args)
+                }
+                .unwrap();
+                let dy: Vec<f32> = (0..y.numel()).map(|i| (i % 7) as f32 - 3.0).collect();
+                y.backward_with(dy).unwrap();
+                [y.to_vec(), x.grad().unwrap().to_vec()]
+            };
+            let want = run();
+            for len in want.iter().map(Vec::len) {
+                assert!(len >= 65_536, "case {i}: {len} values are not recycled");
+                recycle::take(len);
+                recycle::give(vec![f32::NAN; len]);
+            }
+            assert_eq!(run(), want, "case {i}, max {max}");
+        }
+    }
+}
+
+#[test]
 fn conv2d_rejects_bad_arguments() {
     let x = Tensor::zeros(&[1, 4, 5, 5]);
     let w = Tensor::zeros(&[6, 2, 3, 3]);
