@@ -9,10 +9,13 @@
 //! accumulators staying in vector registers while the loop runs over
 //! input channels and taps; weight gradients of groups with 4 or more
 //! channels in tiles of 4 × 4 channel pairs, each weight a vector of
-//! partial sums. One parallel region over (image × group).
+//! partial sums. One parallel region over (image × group). Depthwise
+//! layers can also read their input channels through a permutation: a
+//! channel shuffle folded into the convolution (`forward_gathered`).
 
 use super::conv::{Conv2dShape, weight_grad_tasks};
 use super::phase::Geometry;
+use super::shuffle::Permutation;
 use crate::error::Result;
 use crate::signal::Scalar;
 use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes, mul_add_lanes};
@@ -121,7 +124,51 @@ pub fn forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) -> Result<()> {
-    forward_isa(s, x, w, bias, y, Isa::best())
+    forward_isa(s, x, w, bias, y, Sources::Own, Isa::best())
+}
+
+/// Which input planes each (image, group) task reads.
+#[derive(Clone, Copy)]
+enum Sources<'a> {
+    /// Its own group's.
+    Own,
+    /// Depthwise layers: group `g` reads input channel `source[g]` of the
+    /// permutation, as if the input's channels had been permuted first (a
+    /// channel shuffle folded into the convolution).
+    Gathered(&'a Permutation),
+}
+
+impl Sources<'_> {
+    /// The input planes of group `g` of image `n`.
+    fn input<'x>(&self, s: &Conv2dShape, x: &'x [f32], n: usize, g: usize) -> &'x [f32] {
+        match self {
+            Sources::Own => s.input_group(x, n, g),
+            Sources::Gathered(p) => s.input_group(x, n, p.source[g]),
+        }
+    }
+
+    /// The group that reads input group `j`, whose task writes its
+    /// gradient.
+    fn reader(&self, j: usize) -> usize {
+        match self {
+            Sources::Own => j,
+            Sources::Gathered(p) => p.target[j],
+        }
+    }
+}
+
+/// [`forward`] of a depthwise layer (one input and one output channel per
+/// group) applied to the input's channels permuted by `perm`, without
+/// permuting them: group `g` reads input channel `perm.source[g]`.
+pub(crate) fn forward_gathered(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    perm: &Permutation,
+    y: &mut [f32],
+) -> Result<()> {
+    forward_isa(s, x, w, bias, y, Sources::Gathered(perm), Isa::best())
 }
 
 fn forward_isa(
@@ -130,6 +177,7 @@ fn forward_isa(
     w: &[f32],
     bias: Option<&[f32]>,
     y: &mut [f32],
+    sources: Sources,
     isa: Isa,
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
@@ -155,8 +203,8 @@ fn forward_isa(
             || p.scratch(),
             |scratch, (task, out)| {
                 let (n, g) = (task / s.groups, task % s.groups);
-                prefetch_next_task(x, p.cig * p.plane_in, task);
-                let (xs, ws) = (s.input_group(x, n, g), s.weight_group(&wt, g));
+                prefetch_next_task(s, task, |n, g| sources.input(s, x, n, g));
+                let (xs, ws) = (sources.input(s, x, n, g), s.weight_group(&wt, g));
                 let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
                 forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
             },
@@ -164,12 +212,17 @@ fn forward_isa(
     Ok(())
 }
 
-/// Prefetches the planes that the task after `task` reads, where `data`
-/// holds `len` values per (image, group) task in task order (an NCHW
-/// input or output gradient: the next task's are the next `len` values).
-fn prefetch_next_task(data: &[f32], len: usize, task: usize) {
-    if let Some(next) = data.get((task + 1) * len..(task + 2) * len) {
-        crate::simd::prefetch(next);
+/// Prefetches `planes(n, g)` of the (image, group) task after `task`, if
+/// there is one: a forward task's input planes, or an input-gradient
+/// task's output gradients.
+fn prefetch_next_task<'a>(
+    s: &Conv2dShape,
+    task: usize,
+    planes: impl Fn(usize, usize) -> &'a [f32],
+) {
+    let next = task + 1;
+    if next < s.batch * s.groups {
+        crate::simd::prefetch(planes(next / s.groups, next % s.groups));
     }
 }
 
@@ -356,7 +409,20 @@ pub fn backward(
     dw: Option<&mut [f32]>,
     db: Option<&mut [f32]>,
 ) -> Result<()> {
-    backward_isa(s, x, w, dy, [dx, dw, db], Isa::best())
+    backward_isa(s, x, w, dy, [dx, dw, db], Sources::Own, Isa::best())
+}
+
+/// [`backward`] of the layer of [`forward_gathered`]: `dx` is the
+/// gradient of the input as given (not permuted).
+pub(crate) fn backward_gathered(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    perm: &Permutation,
+    grads: [Option<&mut [f32]>; 3],
+) -> Result<()> {
+    backward_isa(s, x, w, dy, grads, Sources::Gathered(perm), Isa::best())
 }
 
 fn backward_isa(
@@ -365,6 +431,7 @@ fn backward_isa(
     w: &[f32],
     dy: &[f32],
     [dx, dw, db]: [Option<&mut [f32]>; 3],
+    sources: Sources,
     isa: Isa,
 ) -> Result<()> {
     s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
@@ -393,8 +460,8 @@ fn backward_isa(
             .for_each_init(
                 || p.scratch(),
                 |scratch, (task, dx)| {
-                    let (n, g) = (task / s.groups, task % s.groups);
-                    prefetch_next_task(dy, p.cog * p.plane_out, task);
+                    let (n, g) = (task / s.groups, sources.reader(task % s.groups));
+                    prefetch_next_task(s, task, |n, j| s.output_group(dy, n, sources.reader(j)));
                     input_grad_group_isa(isa, &p, s.output_group(dy, n, g), &wts, g, scratch, dx);
                 },
             );
@@ -410,10 +477,10 @@ fn backward_isa(
                     // The next image's planes are a whole image away: no
                     // hardware prefetcher sees them coming.
                     if n + 1 < images.end {
-                        crate::simd::prefetch(s.input_group(x, n + 1, g));
+                        crate::simd::prefetch(sources.input(s, x, n + 1, g));
                         crate::simd::prefetch(s.output_group(dy, n + 1, g));
                     }
-                    let (xs, dys) = (s.input_group(x, n, g), s.output_group(dy, n, g));
+                    let (xs, dys) = (sources.input(s, x, n, g), s.output_group(dy, n, g));
                     weight_grad_group_isa(isa, &p, xs, dys, scratch, sums);
                 }
                 for (d, lanes) in dw.iter_mut().zip(sums.iter()) {
@@ -621,6 +688,48 @@ mod tests {
     };
 
     #[test]
+    fn gathered_channels_equal_a_shuffled_copy() {
+        use crate::kernels::shuffle::{Permutation, channel_shuffle};
+        // (batch, channels, shuffle groups, h, w, stride), depthwise 3×3
+        // with padding 1: odd and even planes, strides 1 and 2.
+        for (batch, c, groups, h, w, stride) in [
+            (2, 12, 3, 9, 11, 1),
+            (3, 12, 4, 14, 14, 2),
+            (1, 8, 2, 16, 15, 1),
+        ] {
+            let s = test_shape(
+                batch,
+                [c, c, c],
+                [h, w],
+                [3, 3],
+                [[stride; 2], [1, 1], [1, 1]],
+            );
+            let perm = Permutation::shuffle(c, groups).unwrap();
+            let (xl, wl, yl) = s.lens();
+            let values = |n: usize, seed: usize| -> Vec<f32> {
+                (0..n)
+                    .map(|i| ((i * 7919 + seed) % 211) as f32 / 50.0 - 2.0)
+                    .collect()
+            };
+            let (x, wt, b, dy) = (values(xl, 1), values(wl, 2), values(c, 3), values(yl, 4));
+            let shuffled = channel_shuffle(&x, batch, c, h * w, groups).unwrap();
+            let (mut want, mut got) = (vec![0.0; yl], vec![f32::NAN; yl]);
+            forward(&s, &shuffled, &wt, Some(&b), &mut want).unwrap();
+            forward_gathered(&s, &x, &wt, Some(&b), &perm, &mut got).unwrap();
+            assert_eq!(got, want, "forward {s:?}");
+            let mut want = [vec![0.0; xl], vec![0.0; wl], vec![0.0; c]];
+            let mut got = [vec![f32::NAN; xl], vec![f32::NAN; wl], vec![f32::NAN; c]];
+            let [dx, dw, db] = &mut want;
+            backward(&s, &shuffled, &wt, &dy, Some(dx), Some(dw), Some(db)).unwrap();
+            // The shuffled copy's gradient, back in the input's order.
+            want[0] = channel_shuffle(&want[0], batch, c, h * w, c / groups).unwrap();
+            let [dx, dw, db] = &mut got;
+            backward_gathered(&s, &x, &wt, &dy, &perm, [Some(dx), Some(dw), Some(db)]).unwrap();
+            assert_eq!(got, want, "backward {s:?}");
+        }
+    }
+
+    #[test]
     fn matches_the_reference() {
         // (batch, c_in, c_out, groups, h, w, k, stride, pad, dilation, bias)
         let cases = [
@@ -649,10 +758,18 @@ mod tests {
             let s = test_shape(batch, [cin, cout, groups], [h, w], k, [stride, pad, dil]);
             for isa in Isa::available() {
                 assert_forward_matches_reference(&s, bias, i as u64, |x, w, b, y| {
-                    forward_isa(&s, x, w, b, y, isa)
+                    forward_isa(&s, x, w, b, y, Sources::Own, isa)
                 });
                 assert_backward_matches_reference(&s, i as u64, |x, w, dy, dx, dw, db| {
-                    backward_isa(&s, x, w, dy, [Some(dx), Some(dw), Some(db)], isa)
+                    backward_isa(
+                        &s,
+                        x,
+                        w,
+                        dy,
+                        [Some(dx), Some(dw), Some(db)],
+                        Sources::Own,
+                        isa,
+                    )
                 });
             }
         }

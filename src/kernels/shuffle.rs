@@ -14,11 +14,7 @@ pub fn channel_shuffle<T: Copy + Send + Sync>(
     plane: usize,
     groups: usize,
 ) -> Result<Vec<T>> {
-    if groups == 0 || !channels.is_multiple_of(groups) {
-        return Err(Error::invalid(format!(
-            "channel_shuffle: groups = {groups} must divide the {channels} channels"
-        )));
-    }
+    let perm = Permutation::shuffle(channels, groups)?;
     let len = batch * channels * plane;
     if x.len() != len {
         return Err(Error::invalid(format!(
@@ -26,12 +22,39 @@ pub fn channel_shuffle<T: Copy + Send + Sync>(
             x.len()
         )));
     }
-    let per = channels / groups;
     Ok(super::par_concat(batch * channels, plane, |k| {
         let (n, dst) = (k / channels, k % channels);
-        let (j, i) = (dst / groups, dst % groups);
-        &x[(n * channels + i * per + j) * plane..][..plane]
+        &x[(n * channels + perm.source[dst]) * plane..][..plane]
     }))
+}
+
+/// A permutation of channels: output channel `k` is input channel
+/// `source[k]`, and input channel `c` goes to output channel `target[c]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Permutation {
+    pub source: Vec<usize>,
+    pub target: Vec<usize>,
+}
+
+impl Permutation {
+    /// The channel shuffle's: output channel `j · groups + i` is input
+    /// channel `i · channels / groups + j`.
+    pub fn shuffle(channels: usize, groups: usize) -> Result<Permutation> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(Error::invalid(format!(
+                "channel_shuffle: groups = {groups} must divide the {channels} channels"
+            )));
+        }
+        let per = channels / groups;
+        let source: Vec<usize> = (0..channels)
+            .map(|k| (k % groups) * per + k / groups)
+            .collect();
+        let mut target = vec![0; channels];
+        for (k, &c) in source.iter().enumerate() {
+            target[c] = k;
+        }
+        Ok(Permutation { source, target })
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::infer::{Builder, Epilogue, Value};
 use crate::nn::{BatchNorm2d, Conv2d, Kind, Linear, Module};
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, is_grad_enabled, trace};
 use rand::Rng;
 
 /// Stage output channels at width 1× (paper, Table 1), by group count.
@@ -134,8 +134,15 @@ impl Module for ShuffleUnit {
         let y = self
             .compress_bn1
             .after_conv(&self.compress_conv1, x, true)?;
-        let y = ops::channel_shuffle(&y, self.groups)?;
-        let y = self.dw_bn2.after_conv(&self.dw_conv2, &y, false)?;
+        let y = if is_grad_enabled() && !trace::is_tracing() {
+            // Training: the depthwise conv reads the shuffled channels where
+            // they are (no shuffled copy, forward or backward).
+            let y = self.dw_conv2.forward_after_shuffle(&y, self.groups)?;
+            self.dw_bn2.forward(&y)?
+        } else {
+            let y = ops::channel_shuffle(&y, self.groups)?;
+            self.dw_bn2.after_conv(&self.dw_conv2, &y, false)?
+        };
         if self.downsample {
             let y = self.expand_bn3.after_conv(&self.expand_conv3, &y, false)?;
             ops::relu(&ops::cat(&[&y, &ops::avg_pool2d(x, POOL_3X3_S2)?])?)

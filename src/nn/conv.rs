@@ -117,6 +117,20 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// `self(channel_shuffle(x, groups))`, the shuffle read in place where
+    /// the layer is depthwise ([`ops::conv2d_after_shuffle`]).
+    pub fn forward_after_shuffle(&self, x: &Tensor, groups: usize) -> Result<Tensor> {
+        ops::conv2d_after_shuffle(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.config.args(),
+            groups,
+        )
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.weight, self.bias.as_ref(), self.config.args())

@@ -38,6 +38,40 @@ pub fn conv2d(
     bias: Option<&Tensor>,
     args: Conv2dArgs,
 ) -> Result<Tensor> {
+    conv2d_of(x, weight, bias, conv_shape(x, weight, bias, args)?, None)
+}
+
+/// `conv2d(channel_shuffle(x, shuffle_groups), weight, bias, args)`: for
+/// depthwise layers that the direct kernels run, each output channel
+/// reads its shuffled input channel where it is, with no shuffled copy
+/// (forward and backward); other layers shuffle first.
+pub fn conv2d_after_shuffle(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    args: Conv2dArgs,
+    shuffle_groups: usize,
+) -> Result<Tensor> {
+    let s = conv_shape(x, weight, bias, args)?;
+    let perm = kernels::shuffle::Permutation::shuffle(s.in_channels, shuffle_groups)?;
+    if !kernels::gathers(&s) {
+        return conv2d(
+            &super::channel_shuffle(x, shuffle_groups)?,
+            weight,
+            bias,
+            args,
+        );
+    }
+    conv2d_of(x, weight, bias, s, Some(perm))
+}
+
+/// The validated geometry of `conv2d(x, weight, bias, args)`.
+fn conv_shape(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    args: Conv2dArgs,
+) -> Result<Conv2dShape> {
     let [n, c, h, w] = nchw("conv2d", x)?;
     let [co, cig, kh, kw] = match *weight.shape() {
         [a, b, c, d] => [a, b, c, d],
@@ -62,28 +96,47 @@ pub fn conv2d(
             b.shape()
         )));
     }
-    let s = Conv2dShape {
+    Conv2dShape {
         stride: args.stride,
         padding: args.padding,
         dilation: args.dilation,
         ..Conv2dShape::new(n, c, co, [h, w], [kh, kw], args.groups)
     }
-    .validate()?;
+    .validate()
+}
+
+/// [`conv2d`] of shape `s`, or with `perm`, of the input's channels
+/// permuted ([`conv2d_after_shuffle`]).
+fn conv2d_of(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    s: Conv2dShape,
+    perm: Option<kernels::shuffle::Permutation>,
+) -> Result<Tensor> {
     let [oh, ow] = s.output();
     // Every kernel writes all of `y` and of the gradients.
     let mut y = crate::tensor::recycle::take(s.lens().2);
     {
         let (xd, wd) = (x.data(), weight.data());
         let bd = bias.map(|b| b.data());
-        kernels::conv2d_forward(&s, &xd, &wd, bd.as_deref().map(|v| v.as_slice()), &mut y)?;
+        let bd = bd.as_deref().map(|v| v.as_slice());
+        match &perm {
+            None => kernels::conv2d_forward(&s, &xd, &wd, bd, &mut y)?,
+            Some(p) => kernels::conv2d_forward_gathered(&s, &xd, &wd, bd, p, &mut y)?,
+        }
     }
     let mut inputs = vec![x, weight];
     inputs.extend(bias);
     let (xs, ws) = (x.clone(), weight.clone());
     Ok(Tensor::from_op(
-        "conv2d",
+        if perm.is_some() {
+            "conv2d_after_shuffle"
+        } else {
+            "conv2d"
+        },
         y,
-        vec![n, co, oh, ow],
+        vec![s.batch, s.out_channels, oh, ow],
         &inputs,
         move |dy, needs| {
             let (xd, wd) = (xs.data(), ws.data());
@@ -93,7 +146,11 @@ pub fn conv2d(
                 [xl, wl, s.out_channels],
                 crate::tensor::recycle::take,
             );
-            kernels::conv2d_backward(&s, &xd, &wd, dy, super::wanted(needs, &mut grads))?;
+            let wanted = super::wanted(needs, &mut grads);
+            match &perm {
+                None => kernels::conv2d_backward(&s, &xd, &wd, dy, wanted)?,
+                Some(p) => kernels::conv2d_backward_gathered(&s, &xd, &wd, dy, p, wanted)?,
+            }
             Ok(super::keep_wanted(needs, grads))
         },
     ))

@@ -13,7 +13,7 @@ mod norm;
 mod pool;
 
 pub use channels::{cat, channel_shuffle};
-pub use conv::{Conv2dArgs, conv2d};
+pub use conv::{Conv2dArgs, conv2d, conv2d_after_shuffle};
 pub use elementwise::{add, add_relu, mul, relu, sum};
 pub use linear::linear;
 pub use loss::{cross_entropy, log_softmax, softmax};

@@ -151,6 +151,68 @@ fn pooling_overwrites_recycled_buffers() {
 }
 
 #[test]
+fn conv2d_after_shuffle_equals_shuffle_then_conv2d() {
+    // Depthwise on planes the direct kernels take (gathered in place), on
+    // 4 × 4 outputs (the lane kernels: a shuffled copy first), and a
+    // grouped layer (a shuffled copy first).
+    let cases = [
+        ([2, 12, 9, 11], 12, 3, 1),
+        ([2, 12, 14, 14], 12, 4, 2),
+        ([2, 12, 8, 8], 12, 3, 2),
+        ([1, 12, 9, 9], 4, 3, 1),
+    ];
+    for (i, (shape, groups, shuffle, stride)) in cases.into_iter().enumerate() {
+        let seed = 60 + 3 * i as u64;
+        let (x, w) = (
+            param(&shape, seed),
+            param(&[12, 12 / groups, 3, 3], seed + 1),
+        );
+        let b = param(&[12], seed + 2);
+        let args = Conv2dArgs {
+            stride: [stride, stride],
+            padding: [1, 1],
+            groups,
+            ..Conv2dArgs::default()
+        };
+        let run = |fused: bool| {
+            let (x, w, b) = (
+                x.detach().requires_grad(),
+                w.detach().requires_grad(),
+                b.detach().requires_grad(),
+            );
+            let y = if fused {
+                conv2d_after_shuffle(&x, &w, Some(&b), args, shuffle)
+            } else {
+                conv2d(&channel_shuffle(&x, shuffle).unwrap(), &w, Some(&b), args)
+            }
+            .unwrap();
+            let dy: Vec<f32> = (0..y.numel()).map(|i| (i % 7) as f32 - 3.0).collect();
+            y.backward_with(dy).unwrap();
+            [
+                y.to_vec(),
+                x.grad().unwrap().to_vec(),
+                w.grad().unwrap().to_vec(),
+                b.grad().unwrap().to_vec(),
+            ]
+        };
+        assert_eq!(run(true), run(false), "case {i}");
+    }
+    let x = Tensor::zeros(&[1, 12, 9, 9]);
+    let e = conv2d_after_shuffle(
+        &x,
+        &Tensor::zeros(&[12, 1, 3, 3]),
+        None,
+        Conv2dArgs {
+            groups: 12,
+            ..Default::default()
+        },
+        5,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("groups = 5"), "{e}");
+}
+
+#[test]
 fn conv2d_rejects_bad_arguments() {
     let x = Tensor::zeros(&[1, 4, 5, 5]);
     let w = Tensor::zeros(&[6, 2, 3, 3]);
