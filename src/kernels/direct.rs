@@ -158,9 +158,10 @@ impl Sources<'_> {
 }
 
 /// [`forward`] of a depthwise layer (one input and one output channel per
-/// group) applied to the input's channels permuted by `perm`, without
-/// permuting them: group `g` reads input channel `perm.source[g]`.
-pub(crate) fn forward_gathered(
+/// group) applied to the input's channels permuted by `perm` (a channel
+/// shuffle before it), without permuting them: group `g` reads input
+/// channel `perm.source[g]`.
+pub fn forward_gathered(
     s: &Conv2dShape,
     x: &[f32],
     w: &[f32],
@@ -168,7 +169,21 @@ pub(crate) fn forward_gathered(
     perm: &Permutation,
     y: &mut [f32],
 ) -> Result<()> {
+    check_gathered(s, perm)?;
     forward_isa(s, x, w, bias, y, Sources::Gathered(perm), Isa::best())
+}
+
+/// Errors unless `s` is depthwise and `perm` permutes its channels.
+fn check_gathered(s: &Conv2dShape, perm: &Permutation) -> Result<()> {
+    if s.group_in() != 1 || s.group_out() != 1 || perm.source.len() != s.groups {
+        return Err(crate::error::Error::invalid(format!(
+            "conv2d with gathered channels: needs a depthwise layer and a permutation of its \
+             {} channels, got {s:?} and {} channels",
+            s.groups,
+            perm.source.len()
+        )));
+    }
+    Ok(())
 }
 
 fn forward_isa(
@@ -412,9 +427,10 @@ pub fn backward(
     backward_isa(s, x, w, dy, [dx, dw, db], Sources::Own, Isa::best())
 }
 
-/// [`backward`] of the layer of [`forward_gathered`]: `dx` is the
-/// gradient of the input as given (not permuted).
-pub(crate) fn backward_gathered(
+/// [`backward`] of the layer of [`forward_gathered`] (the gradients it
+/// is given buffers for): `dx` is the gradient of the input as given (not
+/// permuted).
+pub fn backward_gathered(
     s: &Conv2dShape,
     x: &[f32],
     w: &[f32],
@@ -422,6 +438,7 @@ pub(crate) fn backward_gathered(
     perm: &Permutation,
     grads: [Option<&mut [f32]>; 3],
 ) -> Result<()> {
+    check_gathered(s, perm)?;
     backward_isa(s, x, w, dy, grads, Sources::Gathered(perm), Isa::best())
 }
 

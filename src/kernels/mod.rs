@@ -146,52 +146,11 @@ pub fn conv2d_backward(
     }
 }
 
-/// Whether [`conv2d_forward_gathered`] takes `s`: a depthwise layer (one
-/// input and one output channel per group) that the [`direct`] kernels
-/// run.
+/// Whether a shuffle before `s` is best folded into it
+/// ([`direct::forward_gathered`]): a depthwise layer (one input and one
+/// output channel per group) that the [`direct`] kernels run.
 pub fn gathers(s: &Conv2dShape) -> bool {
     s.group_in() == 1 && s.group_out() == 1 && direct::suits(s) && !depthwise::suits(s)
-}
-
-/// [`conv2d_forward`] of the input's channels permuted by `perm` (a
-/// channel shuffle before a depthwise layer), reading them where they are
-/// instead of permuting a copy. `s` must be one that [`gathers`] takes.
-pub fn conv2d_forward_gathered(
-    s: &Conv2dShape,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    perm: &shuffle::Permutation,
-    y: &mut [f32],
-) -> Result<()> {
-    check_gathered(s, perm)?;
-    direct::forward_gathered(s, x, w, bias, perm, y)
-}
-
-/// The gradients of [`conv2d_forward_gathered`] (`dx` that of `x` as
-/// given), as [`conv2d_backward`].
-pub fn conv2d_backward_gathered(
-    s: &Conv2dShape,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    perm: &shuffle::Permutation,
-    grads: [Option<&mut [f32]>; 3],
-) -> Result<()> {
-    check_gathered(s, perm)?;
-    direct::backward_gathered(s, x, w, dy, perm, grads)
-}
-
-fn check_gathered(s: &Conv2dShape, perm: &shuffle::Permutation) -> Result<()> {
-    if !gathers(s) || perm.source.len() != s.groups {
-        return Err(crate::error::Error::invalid(format!(
-            "conv2d with gathered channels: needs a depthwise layer that the direct kernels \
-             run and a permutation of its {} channels, got {s:?} and {} channels",
-            s.groups,
-            perm.source.len()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

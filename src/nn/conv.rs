@@ -115,9 +115,7 @@ impl Conv2d {
         .validate()?;
         Ok(s.macs())
     }
-}
 
-impl Conv2d {
     /// `self(channel_shuffle(x, groups))`, the shuffle read in place where
     /// the layer is depthwise ([`ops::conv2d_after_shuffle`]).
     pub fn forward_after_shuffle(&self, x: &Tensor, groups: usize) -> Result<Tensor> {

@@ -53,15 +53,11 @@ pub fn conv2d_after_shuffle(
     shuffle_groups: usize,
 ) -> Result<Tensor> {
     let s = conv_shape(x, weight, bias, args)?;
-    let perm = kernels::shuffle::Permutation::shuffle(s.in_channels, shuffle_groups)?;
     if !kernels::gathers(&s) {
-        return conv2d(
-            &super::channel_shuffle(x, shuffle_groups)?,
-            weight,
-            bias,
-            args,
-        );
+        let x = super::channel_shuffle(x, shuffle_groups)?;
+        return conv2d(&x, weight, bias, args);
     }
+    let perm = kernels::shuffle::Permutation::shuffle(s.in_channels, shuffle_groups)?;
     conv2d_of(x, weight, bias, s, Some(perm))
 }
 
@@ -123,7 +119,7 @@ fn conv2d_of(
         let bd = bd.as_deref().map(|v| v.as_slice());
         match &perm {
             None => kernels::conv2d_forward(&s, &xd, &wd, bd, &mut y)?,
-            Some(p) => kernels::conv2d_forward_gathered(&s, &xd, &wd, bd, p, &mut y)?,
+            Some(p) => kernels::direct::forward_gathered(&s, &xd, &wd, bd, p, &mut y)?,
         }
     }
     let mut inputs = vec![x, weight];
@@ -149,7 +145,7 @@ fn conv2d_of(
             let wanted = super::wanted(needs, &mut grads);
             match &perm {
                 None => kernels::conv2d_backward(&s, &xd, &wd, dy, wanted)?,
-                Some(p) => kernels::conv2d_backward_gathered(&s, &xd, &wd, dy, p, wanted)?,
+                Some(p) => kernels::direct::backward_gathered(&s, &xd, &wd, dy, p, wanted)?,
             }
             Ok(super::keep_wanted(needs, grads))
         },
