@@ -286,6 +286,65 @@ pub fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
+/// A prefetch of up to two regions spread over a computation: each
+/// [`step`](Self::step) asks for the next share of their 64-byte lines
+/// (the whole at once stalls the core: a burst of hundreds of hints waits
+/// for the line-fill buffers, so the memory time adds to the computation's
+/// instead of hiding under it).
+pub(crate) struct Trickle<'a> {
+    regions: [&'a [u8]; 2],
+    /// Lines asked for so far, across both regions in order.
+    next: usize,
+    lines: usize,
+    per_step: usize,
+}
+
+impl<'a> Trickle<'a> {
+    /// Spreads `regions` over about `steps` calls of [`step`](Self::step).
+    pub fn new<T>(regions: [&'a [T]; 2], steps: usize) -> Trickle<'a> {
+        let bytes = |r: &'a [T]| {
+            // SAFETY: the same memory, viewed as bytes (any `T` is).
+            unsafe { std::slice::from_raw_parts(r.as_ptr().cast::<u8>(), size_of_val(r)) }
+        };
+        let regions = regions.map(bytes);
+        let lines = regions.iter().map(|r| r.len().div_ceil(64)).sum();
+        Trickle {
+            regions,
+            next: 0,
+            lines,
+            per_step: lines.div_ceil(steps.max(1)),
+        }
+    }
+
+    /// Nothing to fetch.
+    pub fn none() -> Trickle<'a> {
+        Trickle::new::<u8>([&[], &[]], 1)
+    }
+
+    /// Asks for the next share of lines.
+    #[inline(always)]
+    pub fn step(&mut self) {
+        let end = (self.next + self.per_step).min(self.lines);
+        let first = self.regions[0].len().div_ceil(64);
+        for line in self.next..end {
+            let (region, at) = if line < first {
+                (self.regions[0], line * 64)
+            } else {
+                (self.regions[1], (line - first) * 64)
+            };
+            prefetch(&region[at..at + 1]);
+        }
+        self.next = end;
+    }
+
+    /// Asks for every line not asked for yet.
+    #[inline(always)]
+    pub fn finish(&mut self) {
+        self.per_step = self.lines;
+        self.step();
+    }
+}
+
 /// Copies `src` into `dst` (equal lengths) with inline vector moves rather
 /// than a `memcpy` call, which costs more than the copy for the short rows
 /// (tens of values) of the conv kernels: 16-value chunks, then the last 16

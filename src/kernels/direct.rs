@@ -18,7 +18,7 @@ use super::phase::Geometry;
 use super::shuffle::Permutation;
 use crate::error::Result;
 use crate::signal::Scalar;
-use crate::simd::{Fma, Isa, LANES, Lanes, fma_lanes, mul_add_lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, Trickle, fma_lanes, mul_add_lanes};
 use rayon::prelude::*;
 
 /// The most output positions per register tile (four AVX-512 vectors);
@@ -105,6 +105,19 @@ impl Plan {
             acc_pitch,
             geo,
         }
+    }
+
+    /// Whether weight gradients go in register tiles of channel pairs
+    /// ([`GradTile`]).
+    fn tiled_grad(&self) -> bool {
+        self.cig >= GRAD_TILE && self.cog >= GRAD_TILE
+    }
+
+    /// The steps of one image's tiled weight-gradient sums (a tile's tap),
+    /// over which the next image's planes are fetched.
+    fn grad_steps(&self) -> usize {
+        let tiles = |n: usize| n.div_ceil(GRAD_TILE);
+        tiles(self.cig) * tiles(self.cog) * self.taps
     }
 
     /// Scratch of one task: the padded input planes, then the accumulators
@@ -492,13 +505,16 @@ fn backward_isa(
                 sums.fill([0.0; LANES]);
                 for n in images.clone() {
                     // The next image's planes are a whole image away: no
-                    // hardware prefetcher sees them coming.
-                    if n + 1 < images.end {
-                        crate::simd::prefetch(sources.input(s, x, n + 1, g));
-                        crate::simd::prefetch(s.output_group(dy, n + 1, g));
-                    }
+                    // hardware prefetcher sees them coming. They are asked
+                    // for while this image's sums are computed.
+                    let mut next = if n + 1 < images.end {
+                        let next = [sources.input(s, x, n + 1, g), s.output_group(dy, n + 1, g)];
+                        Trickle::new(next, p.grad_steps())
+                    } else {
+                        Trickle::none()
+                    };
                     let (xs, dys) = (sources.input(s, x, n, g), s.output_group(dy, n, g));
-                    weight_grad_group_isa(isa, &p, xs, dys, scratch, sums);
+                    weight_grad_group_isa(isa, &p, xs, dys, scratch, sums, &mut next);
                 }
                 for (d, lanes) in dw.iter_mut().zip(sums.iter()) {
                     *d = crate::simd::sum(lanes);
@@ -582,11 +598,12 @@ fn weight_grad_group<T: Fma>(
     dy: &[T],
     scratch: &mut [T],
     sums: &mut [Lanes<T>],
+    next: &mut Trickle,
 ) {
     let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
     pad_planes(p, x, padded);
     spread_planes(p, dy, acc, p.acc_pitch, 0);
-    if p.cig >= GRAD_TILE && p.cog >= GRAD_TILE {
+    if p.tiled_grad() {
         let tile = GradTile {
             x: padded,
             x_pitch: p.padded_pitch,
@@ -598,9 +615,10 @@ fn weight_grad_group<T: Fma>(
             vectors: p.geo.acc_len().div_ceil(LANES),
             dims: [p.cog, p.cig],
         };
-        tile.run(sums);
+        tile.run(sums, next);
         return;
     }
+    next.finish();
     let len = p.geo.acc_len();
     for (c, sums_c) in sums.chunks_exact_mut(p.cig * p.taps).enumerate() {
         let g = &acc[c * p.acc_pitch..][..len];
@@ -637,7 +655,7 @@ impl<T: Fma> GradTile<'_, T> {
     /// over all positions. The last tile along each dimension is moved back
     /// to fit and stores only the pairs the tile before it did not.
     #[inline(always)]
-    fn run(&self, sums: &mut [Lanes<T>]) {
+    fn run(&self, sums: &mut [Lanes<T>], next: &mut Trickle) {
         const W: usize = GRAD_TILE;
         let [cog, cig] = self.dims;
         let taps = self.offsets.len();
@@ -645,6 +663,7 @@ impl<T: Fma> GradTile<'_, T> {
         for (c0, c_skip) in tile_starts(cog, W) {
             for (i0, i_skip) in tile_starts(cig, W) {
                 for (t, &offset) in self.offsets.iter().enumerate() {
+                    next.step();
                     // `a[ci][c]`: the pair (output c0 + c, input i0 + ci).
                     let mut a = [[[T::zero(); LANES]; W]; W];
                     for (ci, row) in a.iter_mut().enumerate() {
@@ -652,19 +671,26 @@ impl<T: Fma> GradTile<'_, T> {
                             *a = sums[index(c0 + c, i0 + ci, t)];
                         }
                     }
-                    for v in 0..self.vectors {
-                        let at = v * LANES;
+                    // Every plane cut to the loop's length once, so that
+                    // the loop itself checks no bounds.
+                    let n = self.vectors;
+                    let (mut dys, mut xs) = ([&[][..]; W], [&[][..]; W]);
+                    for (c, dys) in dys.iter_mut().enumerate() {
+                        *dys = &self.dy[(c0 + c) * self.dy_pitch..].as_chunks::<LANES>().0[..n];
+                    }
+                    for (ci, xs) in xs.iter_mut().enumerate() {
+                        *xs = &self.x[(i0 + ci) * self.x_pitch + offset..]
+                            .as_chunks::<LANES>()
+                            .0[..n];
+                    }
+                    for v in 0..n {
                         let mut d = [[T::zero(); LANES]; W];
-                        for (c, d) in d.iter_mut().enumerate() {
-                            d.copy_from_slice(&self.dy[(c0 + c) * self.dy_pitch + at..][..LANES]);
+                        for (d, dys) in d.iter_mut().zip(&dys) {
+                            *d = dys[v];
                         }
-                        for (ci, row) in a.iter_mut().enumerate() {
-                            let xv: &Lanes<T> = self.x[(i0 + ci) * self.x_pitch + offset + at..]
-                                [..LANES]
-                                .try_into()
-                                .expect("lanes");
+                        for (row, xs) in a.iter_mut().zip(&xs) {
                             for (a, d) in row.iter_mut().zip(&d) {
-                                mul_add_lanes(a, d, xv);
+                                mul_add_lanes(a, d, &xs[v]);
                             }
                         }
                     }
@@ -695,7 +721,7 @@ fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
 
 crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) => forward_group);
 crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], dx: &mut [T]) => input_grad_group);
-crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>]) => weight_grad_group);
+crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>], next: &mut Trickle) => weight_grad_group);
 
 #[cfg(test)]
 mod tests {
