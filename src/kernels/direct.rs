@@ -50,18 +50,21 @@ pub(crate) struct Plan {
     padded_pitch: usize,
     /// Distance between accumulator planes: `acc_len` rounded up to blocks.
     acc_pitch: usize,
-    /// The largest tap offset; output gradients are stored after this many
-    /// zeros so that the input gradient reads them at `max_offset − offset`.
-    max_offset: usize,
+    /// The largest tap offset within its stride-phase block; output
+    /// gradients are stored after this many zeros so that the input
+    /// gradient reads them at `dy_lead − offset`.
+    dy_lead: usize,
     /// The stride-phase blocks of the padded layout, for the input gradient.
     phases: Vec<Phase>,
-    /// Distance between output-gradient planes in the input-gradient layout.
+    /// Distance between output-gradient planes in the input-gradient
+    /// layout: the lead and a block's length in whole register blocks, all
+    /// that a phase's correlation reads (zero past the gradients).
     dy_pitch: usize,
 }
 
 /// One stride-phase block of the padded layout (`base ..` for one block's
 /// length) and the taps that read from it: only they carry gradient back to
-/// it, at `offsets[j] = max_offset − (taps offset − base)` in the
+/// it, at `offsets[j] = dy_lead − (taps offset − base)` in the
 /// output-gradient layout.
 struct Phase {
     base: usize,
@@ -75,8 +78,8 @@ impl Plan {
         let padded_pitch = (geo.padded_len() + BLOCK).next_multiple_of(BLOCK);
         let acc_pitch = geo.acc_len().next_multiple_of(BLOCK);
         let [oh, ow] = s.output();
-        let max_offset = geo.taps.iter().copied().max().unwrap_or(0);
         let block = geo.block_len();
+        let dy_lead = geo.taps.iter().map(|t| t % block).max().unwrap_or(0);
         let phases = (0..s.stride[0] * s.stride[1])
             .map(|b| {
                 let taps: Vec<usize> = (0..geo.taps.len())
@@ -86,16 +89,16 @@ impl Plan {
                     base: b * block,
                     offsets: taps
                         .iter()
-                        .map(|&t| max_offset - (geo.taps[t] - b * block))
+                        .map(|&t| dy_lead - (geo.taps[t] - b * block))
                         .collect(),
                     taps,
                 }
             })
             .collect();
         Plan {
-            max_offset,
+            dy_lead,
             phases,
-            dy_pitch: max_offset + padded_pitch,
+            dy_pitch: dy_lead + block.next_multiple_of(BLOCK),
             cig: s.group_in(),
             cog: s.group_out(),
             taps: s.kernel[0] * s.kernel[1],
@@ -105,6 +108,13 @@ impl Plan {
             acc_pitch,
             geo,
         }
+    }
+
+    /// The register-tile rows (blocks of positions) of one [`correlate`]
+    /// of `outputs` channels over `len` positions, over which the next
+    /// task's planes are fetched.
+    fn correlate_steps(&self, outputs: usize, len: usize) -> usize {
+        outputs.div_ceil(4) * len.div_ceil(BLOCK)
     }
 
     /// Whether weight gradients go in register tiles of channel pairs
@@ -121,10 +131,9 @@ impl Plan {
     }
 
     /// Scratch of one task: the padded input planes, then the accumulators
-    /// (or the output gradients in the input-gradient layout, which is
-    /// larger).
+    /// (or the output gradients in the input-gradient layout).
     fn scratch(&self) -> Vec<f32> {
-        vec![0f32; self.cig * self.padded_pitch + self.cog * self.dy_pitch]
+        vec![0f32; self.cig * self.padded_pitch + self.cog * self.dy_pitch.max(self.acc_pitch)]
     }
 }
 
@@ -225,32 +234,198 @@ fn forward_isa(
             }
         }
     }
-    y.par_chunks_mut(p.cog * p.plane_out)
-        .enumerate()
-        .for_each_init(
-            || p.scratch(),
-            |scratch, (task, out)| {
-                let (n, g) = (task / s.groups, task % s.groups);
-                prefetch_next_task(s, task, |n, g| sources.input(s, x, n, g));
-                let (xs, ws) = (sources.input(s, x, n, g), s.weight_group(&wt, g));
-                let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
-                forward_group_isa(isa, &p, xs, ws, bs, scratch, out);
-            },
-        );
+    let input = |task: usize| sources.input(s, x, task / s.groups, task % s.groups);
+    let stages = Stages {
+        task_len: p.cog * p.plane_out,
+        staging_len: p.cog * p.acc_pitch,
+        parts: p.cog * p.geo.out_h,
+        steps: p.correlate_steps(p.cog, p.acc_pitch),
+    };
+    stages.run(
+        &p,
+        y,
+        input,
+        |task, scratch, acc, bg| {
+            let g = task % s.groups;
+            let bs = bias.map_or(&[][..], |b| &b[g * p.cog..][..p.cog]);
+            forward_group_isa(
+                isa,
+                &p,
+                input(task),
+                s.weight_group(&wt, g),
+                bs,
+                scratch,
+                acc,
+                bg,
+            );
+        },
+        |acc, out, parts| gather_rows_isa(isa, &p, acc, out, parts),
+    );
     Ok(())
 }
 
-/// Prefetches `planes(n, g)` of the (image, group) task after `task`, if
-/// there is one: a forward task's input planes, or an input-gradient
-/// task's output gradients.
-fn prefetch_next_task<'a>(
-    s: &Conv2dShape,
-    task: usize,
-    planes: impl Fn(usize, usize) -> &'a [f32],
-) {
-    let next = task + 1;
-    if next < s.batch * s.groups {
-        crate::simd::prefetch(planes(next / s.groups, next % s.groups));
+/// The fewest values one [`Drain`] step writes.
+const DRAIN_VALUES: usize = 256;
+
+/// How the (image, group) tasks of a forward or input-gradient pass
+/// overlap their memory traffic with their arithmetic: each task leaves
+/// its results in a staging buffer (`staging_len` values), and they are
+/// written to the task's `task_len` values of the output in `parts`
+/// pieces (rows) while the next task computes, a share per step of its
+/// `steps` (register-tile rows), as the task after that is fetched
+/// ([`Background`]). Written at the end of their own task, the results
+/// stalled the core on every line the stores had to read first (perf:
+/// half of a stride-2 input gradient's samples sat on them). Written a
+/// plane per step, or a plane per step with non-temporal stores, they
+/// were no faster than at the end of the task.
+struct Stages {
+    task_len: usize,
+    staging_len: usize,
+    parts: usize,
+    steps: usize,
+}
+
+impl Stages {
+    /// Runs the tasks that write `out` in parallel runs of consecutive
+    /// tasks: `compute(task, scratch, staging, background)` fills
+    /// `staging`, `write(staging, out, parts)` writes pieces `parts` of it
+    /// to the task's output; `planes(task)` is what a task reads first.
+    fn run<'x>(
+        &self,
+        p: &Plan,
+        out: &mut [f32],
+        planes: impl Fn(usize) -> &'x [f32] + Sync,
+        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background) + Sync,
+        write: impl Fn(&[f32], &mut [f32], std::ops::Range<usize>) + Sync,
+    ) {
+        let tasks = out.len() / self.task_len;
+        // Pieces of at least DRAIN_VALUES values (the rest of a call costs
+        // more than short rows take to write: depthwise 3×3/2 input
+        // gradients with rows of 56 values were 11 % slower written a row
+        // per step).
+        let rows_per_call = DRAIN_VALUES.div_ceil(self.task_len / self.parts.max(1));
+        let drain_steps = self.steps.min(self.parts.div_ceil(rows_per_call));
+        // Runs enough for the threads to balance their loads.
+        let per_run = tasks.div_ceil(8 * rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(per_run * self.task_len)
+            .enumerate()
+            .for_each_init(
+                || (p.scratch(), vec![0f32; 2 * self.staging_len]),
+                |(scratch, staging), (run, outs)| {
+                    let (mut cur, mut prev) = staging.split_at_mut(self.staging_len);
+                    let mut pending: Option<&mut [f32]> = None;
+                    let first = run * per_run;
+                    let count = outs.len() / self.task_len;
+                    for (k, out) in outs.chunks_exact_mut(self.task_len).enumerate() {
+                        let fetch = if k + 1 < count {
+                            Trickle::new([planes(first + k + 1), &[]], self.steps)
+                        } else {
+                            Trickle::none()
+                        };
+                        {
+                            let prev: &[f32] = prev;
+                            let mut drain = |parts| {
+                                if let Some(o) = pending.as_deref_mut() {
+                                    write(prev, o, parts);
+                                }
+                            };
+                            let mut bg = Background {
+                                fetch,
+                                drain: Drain::new(&mut drain, self.parts, drain_steps),
+                            };
+                            compute(first + k, scratch, cur, &mut bg);
+                            bg.finish();
+                        }
+                        std::mem::swap(&mut cur, &mut prev);
+                        pending = Some(out);
+                    }
+                    if let Some(o) = pending {
+                        write(prev, o, 0..self.parts);
+                    }
+                },
+            );
+    }
+}
+
+/// What a task does beside its arithmetic, a share per step (register-tile
+/// row): fetching the next task's planes and writing out the results of
+/// the task before it.
+pub(crate) struct Background<'a> {
+    fetch: Trickle<'a>,
+    drain: Drain<'a>,
+}
+
+impl Background<'_> {
+    #[inline(always)]
+    fn step(&mut self) {
+        self.fetch.step();
+        self.drain.step();
+    }
+
+    fn finish(&mut self) {
+        self.fetch.finish();
+        self.drain.finish();
+    }
+}
+
+/// Writing `parts` pieces of a finished task's results, a share per step.
+pub(crate) struct Drain<'a> {
+    write: &'a mut dyn FnMut(std::ops::Range<usize>),
+    parts: usize,
+    done: usize,
+    per_step: usize,
+}
+
+impl<'a> Drain<'a> {
+    fn new(write: &'a mut dyn FnMut(std::ops::Range<usize>), parts: usize, steps: usize) -> Self {
+        Drain {
+            write,
+            parts,
+            done: 0,
+            per_step: parts.div_ceil(steps.max(1)),
+        }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        let end = (self.done + self.per_step).min(self.parts);
+        if end > self.done {
+            (self.write)(self.done..end);
+            self.done = end;
+        }
+    }
+
+    fn finish(&mut self) {
+        self.per_step = self.parts;
+        self.step();
+    }
+}
+
+/// Pieces `parts` (output rows, plane-major) of a forward task's
+/// accumulators `acc` (planes `acc_pitch` apart) written to its output
+/// planes.
+#[inline(always)]
+fn gather_rows<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) {
+    let rows = p.geo.out_h;
+    for part in parts {
+        let c = part / rows;
+        let plane = &mut out[c * p.plane_out..][..p.plane_out];
+        p.geo
+            .gather_row(&acc[c * p.acc_pitch..], plane, part % rows);
+    }
+}
+
+/// Pieces `parts` (plane-major, [`Geometry::unpad_parts`] per plane) of an
+/// input-gradient task's padded planes written to its input-gradient
+/// planes.
+#[inline(always)]
+fn unpad_parts<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) {
+    let per_plane = p.geo.unpad_parts();
+    for part in parts {
+        let c = part / per_plane;
+        let plane = &mut dx[c * p.plane_in..][..p.plane_in];
+        p.geo
+            .unpad_part(&padded[c * p.padded_pitch..], plane, part % per_plane);
     }
 }
 
@@ -274,8 +449,16 @@ fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
 /// One (image, group) forward task: `out` holds the group's `cog` output
 /// planes; `bias` is empty or holds the group's `cog` biases.
 #[inline(always)]
-fn forward_group<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) {
-    let (padded, acc) = scratch.split_at_mut(p.cig * p.padded_pitch);
+fn forward_group<T: Fma>(
+    p: &Plan,
+    x: &[T],
+    w: &[T],
+    bias: &[T],
+    scratch: &mut [T],
+    acc: &mut [T],
+    bg: &mut Background,
+) {
+    let padded = &mut scratch[..p.cig * p.padded_pitch];
     pad_planes(p, x, padded);
     let src = Planes {
         data: padded,
@@ -283,13 +466,7 @@ fn forward_group<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [
         count: p.cig,
         offsets: &p.geo.taps,
     };
-    correlate(&src, w, bias, acc, [p.acc_pitch, p.acc_pitch], p.cog);
-    for (o, a) in out
-        .chunks_exact_mut(p.plane_out)
-        .zip(acc.chunks_exact(p.acc_pitch))
-    {
-        p.geo.gather_outputs(a, o);
-    }
+    correlate(&src, w, bias, acc, [p.acc_pitch, p.acc_pitch], p.cog, bg);
 }
 
 /// Input planes of a correlation: `count` planes `pitch` apart in `data`,
@@ -315,6 +492,7 @@ fn correlate<T: Fma>(
     dst: &mut [T],
     pitch_len: [usize; 2],
     outputs: usize,
+    bg: &mut Background,
 ) {
     let tile = Tile {
         src,
@@ -329,10 +507,10 @@ fn correlate<T: Fma>(
         // of 8 channels × 2 vectors lost their accumulators to the stack:
         // the compiler vectorised across the channels instead.)
         c += match outputs - c {
-            1 => tile.narrow::<1>(c, dst),
-            2 => tile.narrow::<2>(c, dst),
-            3 => tile.narrow::<3>(c, dst),
-            _ => tile.run::<4, VECTORS>(c, dst, 0..pitch_len[1]),
+            1 => tile.narrow::<1>(c, dst, bg),
+            2 => tile.narrow::<2>(c, dst, bg),
+            3 => tile.narrow::<3>(c, dst, bg),
+            _ => tile.run::<4, VECTORS>(c, dst, 0..pitch_len[1], bg),
         };
     }
 }
@@ -385,11 +563,11 @@ impl<T: Fma> Tile<'_, T> {
     /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
     /// them in registers.
     #[inline(always)]
-    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T]) -> usize {
+    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background) -> usize {
         let len = self.pitch_len[1];
         let whole = len / BLOCK * BLOCK;
-        self.run::<CO, VECTORS>(c0, dst, 0..whole);
-        self.run::<CO, 2>(c0, dst, whole..len)
+        self.run::<CO, VECTORS>(c0, dst, 0..whole, bg);
+        self.run::<CO, 2>(c0, dst, whole..len, bg)
     }
 
     /// Outputs `c0 .. c0 + CO` of [`correlate`] at positions `positions`,
@@ -401,11 +579,13 @@ impl<T: Fma> Tile<'_, T> {
         c0: usize,
         dst: &mut [T],
         positions: std::ops::Range<usize>,
+        bg: &mut Background,
     ) -> usize {
         let pitch = self.pitch_len[0];
         let bias: [T; CO] =
             std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
         for start in positions.step_by(NV * LANES) {
+            bg.step();
             let a = self.sums::<CO, NV>(c0, start, bias);
             for (c, row) in a.iter().enumerate() {
                 let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
@@ -485,16 +665,26 @@ fn backward_isa(
                 out
             })
             .collect();
-        dx.par_chunks_mut(p.cig * p.plane_in)
-            .enumerate()
-            .for_each_init(
-                || p.scratch(),
-                |scratch, (task, dx)| {
-                    let (n, g) = (task / s.groups, sources.reader(task % s.groups));
-                    prefetch_next_task(s, task, |n, j| s.output_group(dy, n, sources.reader(j)));
-                    input_grad_group_isa(isa, &p, s.output_group(dy, n, g), &wts, g, scratch, dx);
-                },
-            );
+        // Task `n · groups + j` computes the gradient of input group `j`
+        // from the output gradients of the group that reads it.
+        let reader = |task: usize| sources.reader(task % s.groups);
+        let grads = |task: usize| s.output_group(dy, task / s.groups, reader(task));
+        let stages = Stages {
+            task_len: p.cig * p.plane_in,
+            staging_len: p.cig * p.padded_pitch,
+            parts: p.cig * p.geo.unpad_parts(),
+            steps: p.phases.len() * p.correlate_steps(p.cig, p.geo.block_len()),
+        };
+        stages.run(
+            &p,
+            dx,
+            grads,
+            |task, scratch, padded, bg| {
+                let g = reader(task);
+                input_grad_group_isa(isa, &p, grads(task), &wts, g, scratch, padded, bg);
+            },
+            |padded, dx, parts| unpad_parts_isa(isa, &p, padded, dx, parts),
+        );
     }
     if let Some(dw) = dw {
         weight_grad_tasks(
@@ -552,10 +742,11 @@ fn input_grad_group<T: Fma>(
     wts: &[Vec<T>],
     g: usize,
     scratch: &mut [T],
-    dx: &mut [T],
+    padded: &mut [T],
+    bg: &mut Background,
 ) {
-    let (padded, dys) = scratch.split_at_mut(p.cig * p.padded_pitch);
-    spread_planes(p, dy, dys, p.dy_pitch, p.max_offset);
+    let dys = &mut scratch[p.cig * p.padded_pitch..];
+    spread_planes(p, dy, dys, p.dy_pitch, p.dy_lead);
     // In layout order: each phase's rounding overrun is rewritten by the next.
     for (ph, wt) in p.phases.iter().zip(wts) {
         let per_group = p.cig * p.cog * ph.taps.len();
@@ -573,13 +764,8 @@ fn input_grad_group<T: Fma>(
             &mut padded[ph.base..],
             pitch_len,
             p.cig,
+            bg,
         );
-    }
-    for (src, dst) in padded
-        .chunks_exact(p.padded_pitch)
-        .zip(dx.chunks_exact_mut(p.plane_in))
-    {
-        p.geo.unpad(src, dst);
     }
 }
 
@@ -719,8 +905,10 @@ fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], out: &mut [T]) => forward_group);
-crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], dx: &mut [T]) => input_grad_group);
+crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], acc: &mut [T], bg: &mut Background) => forward_group);
+crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], padded: &mut [T], bg: &mut Background) => input_grad_group);
+crate::dispatch!(fn gather_rows_isa<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) => gather_rows);
+crate::dispatch!(fn unpad_parts_isa<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) => unpad_parts);
 crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>], next: &mut Trickle) => weight_grad_group);
 
 #[cfg(test)]

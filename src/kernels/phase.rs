@@ -159,27 +159,35 @@ impl Geometry {
         }
     }
 
-    /// The inverse of [`pad`](Self::pad) on the interior: writes the
-    /// padded layout's input positions back to a plane.
+    /// The pieces of [`unpad_part`](Self::unpad_part): runs of a row, or
+    /// rows.
+    pub fn unpad_parts(&self) -> usize {
+        match &self.rows {
+            Rows::Runs(runs) => runs.len(),
+            Rows::Pairs { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The inverse of [`pad`](Self::pad) on the interior, piece `part` of
+    /// [`unpad_parts`](Self::unpad_parts): writes the padded layout's input
+    /// positions back to a plane.
     #[inline(always)]
-    pub fn unpad<T: Scalar>(&self, padded: &[T], dst: &mut [T]) {
+    pub fn unpad_part<T: Scalar>(&self, padded: &[T], dst: &mut [T], part: usize) {
         match &self.rows {
             Rows::Runs(runs) => {
-                for &(s, step, d, count) in runs {
-                    let src = &padded[d..][..count];
-                    let dst = &mut dst[s..][..(count - 1) * step + 1];
-                    match step {
-                        1 => crate::simd::copy(dst, src),
-                        _ => (0..count).for_each(|i| dst[i * step] = src[i]),
-                    }
+                let (s, step, d, count) = runs[part];
+                let src = &padded[d..][..count];
+                let dst = &mut dst[s..][..(count - 1) * step + 1];
+                match step {
+                    1 => crate::simd::copy(dst, src),
+                    _ => (0..count).for_each(|i| dst[i * step] = src[i]),
                 }
             }
             &Rows::Pairs { width, ref rows } => {
                 let [ne, no] = [width.div_ceil(2), width / 2];
-                for &(s, even, odd) in rows {
-                    let (e, o) = (&padded[even..][..ne], &padded[odd..][..no]);
-                    merge_even_odd(e, o, &mut dst[s..][..width]);
-                }
+                let (s, even, odd) = rows[part];
+                let (e, o) = (&padded[even..][..ne], &padded[odd..][..no]);
+                merge_even_odd(e, o, &mut dst[s..][..width]);
             }
         }
     }
@@ -195,14 +203,15 @@ impl Geometry {
     }
 }
 
-/// Outputs `(oy, ox)` of an accumulator at pitch `phase_len`, copied to
-/// a dense `out_h × out_w` plane.
 impl Geometry {
+    /// Outputs `(oy, ox)` of row `oy` of an accumulator at pitch
+    /// `phase_len`, copied to a dense `out_h × out_w` plane.
     #[inline(always)]
-    pub fn gather_outputs<T: Scalar>(&self, acc: &[T], out: &mut [T]) {
-        for (oy, row) in out.chunks_exact_mut(self.out_w).enumerate() {
-            crate::simd::copy(row, &acc[oy * self.phase_len..][..self.out_w]);
-        }
+    pub fn gather_row<T: Scalar>(&self, acc: &[T], out: &mut [T], oy: usize) {
+        crate::simd::copy(
+            &mut out[oy * self.out_w..][..self.out_w],
+            &acc[oy * self.phase_len..][..self.out_w],
+        );
     }
 }
 
