@@ -286,6 +286,42 @@ pub fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
+/// `total` items handed out a share at a time over the steps of a
+/// computation: what a [`Trickle`] and the direct kernels' deferred writes
+/// spread.
+pub(crate) struct Shares {
+    total: usize,
+    done: usize,
+    per_step: usize,
+}
+
+impl Shares {
+    /// `total` items, `per_step` (at least 1) at a time.
+    pub fn new(total: usize, per_step: usize) -> Shares {
+        Shares {
+            total,
+            done: 0,
+            per_step: per_step.max(1),
+        }
+    }
+
+    /// The next share (empty once all are handed out).
+    #[inline(always)]
+    pub fn next(&mut self) -> std::ops::Range<usize> {
+        let start = self.done;
+        self.done = (start + self.per_step).min(self.total);
+        start..self.done
+    }
+
+    /// Every item not handed out yet.
+    #[inline(always)]
+    pub fn rest(&mut self) -> std::ops::Range<usize> {
+        let start = self.done;
+        self.done = self.total;
+        start..self.total
+    }
+}
+
 /// A prefetch of up to two regions spread over a computation: each
 /// [`step`](Self::step) asks for the next share of their 64-byte lines
 /// (the whole at once stalls the core: a burst of hundreds of hints waits
@@ -293,10 +329,8 @@ pub fn prefetch<T>(data: &[T]) {
 /// instead of hiding under it).
 pub(crate) struct Trickle<'a> {
     regions: [&'a [u8]; 2],
-    /// Lines asked for so far, across both regions in order.
-    next: usize,
-    lines: usize,
-    per_step: usize,
+    /// The lines of both regions in order.
+    lines: Shares,
 }
 
 impl<'a> Trickle<'a> {
@@ -307,12 +341,10 @@ impl<'a> Trickle<'a> {
             unsafe { std::slice::from_raw_parts(r.as_ptr().cast::<u8>(), size_of_val(r)) }
         };
         let regions = regions.map(bytes);
-        let lines = regions.iter().map(|r| r.len().div_ceil(64)).sum();
+        let lines: usize = regions.iter().map(|r| r.len().div_ceil(64)).sum();
         Trickle {
             regions,
-            next: 0,
-            lines,
-            per_step: lines.div_ceil(steps.max(1)),
+            lines: Shares::new(lines, lines.div_ceil(steps.max(1))),
         }
     }
 
@@ -324,9 +356,21 @@ impl<'a> Trickle<'a> {
     /// Asks for the next share of lines.
     #[inline(always)]
     pub fn step(&mut self) {
-        let end = (self.next + self.per_step).min(self.lines);
+        let lines = self.lines.next();
+        self.fetch(lines);
+    }
+
+    /// Asks for every line not asked for yet.
+    #[inline(always)]
+    pub fn finish(&mut self) {
+        let lines = self.lines.rest();
+        self.fetch(lines);
+    }
+
+    #[inline(always)]
+    fn fetch(&self, lines: std::ops::Range<usize>) {
         let first = self.regions[0].len().div_ceil(64);
-        for line in self.next..end {
+        for line in lines {
             let (region, at) = if line < first {
                 (self.regions[0], line * 64)
             } else {
@@ -334,14 +378,6 @@ impl<'a> Trickle<'a> {
             };
             prefetch(&region[at..at + 1]);
         }
-        self.next = end;
-    }
-
-    /// Asks for every line not asked for yet.
-    #[inline(always)]
-    pub fn finish(&mut self) {
-        self.per_step = self.lines;
-        self.step();
     }
 }
 

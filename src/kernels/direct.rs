@@ -18,7 +18,7 @@ use super::phase::Geometry;
 use super::shuffle::Permutation;
 use crate::error::Result;
 use crate::signal::Scalar;
-use crate::simd::{Fma, Isa, LANES, Lanes, Trickle, fma_lanes, mul_add_lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, Shares, Trickle, fma_lanes, mul_add_lanes};
 use rayon::prelude::*;
 
 /// The most output positions per register tile (four AVX-512 vectors);
@@ -130,10 +130,10 @@ impl Plan {
         tiles(self.cig) * tiles(self.cog) * self.taps
     }
 
-    /// Scratch of one task: the padded input planes, then the accumulators
-    /// (or the output gradients in the input-gradient layout).
-    fn scratch(&self) -> Vec<f32> {
-        vec![0f32; self.cig * self.padded_pitch + self.cog * self.dy_pitch.max(self.acc_pitch)]
+    /// Scratch of one weight-gradient task: the padded input planes, then
+    /// the spread output gradients.
+    fn grad_scratch(&self) -> Vec<f32> {
+        vec![0f32; self.cig * self.padded_pitch + self.cog * self.acc_pitch]
     }
 }
 
@@ -237,12 +237,12 @@ fn forward_isa(
     let input = |task: usize| sources.input(s, x, task / s.groups, task % s.groups);
     let stages = Stages {
         task_len: p.cog * p.plane_out,
+        scratch_len: p.cig * p.padded_pitch,
         staging_len: p.cog * p.acc_pitch,
         parts: p.cog * p.geo.out_h,
         steps: p.correlate_steps(p.cog, p.acc_pitch),
     };
     stages.run(
-        &p,
         y,
         input,
         |task, scratch, acc, bg| {
@@ -280,6 +280,10 @@ const DRAIN_VALUES: usize = 256;
 /// were no faster than at the end of the task.
 struct Stages {
     task_len: usize,
+    /// A task's own scratch, zeroed when a rayon job starts and reused by
+    /// its tasks (forward: padded input planes; input gradient: spread
+    /// output gradients).
+    scratch_len: usize,
     staging_len: usize,
     parts: usize,
     steps: usize,
@@ -292,7 +296,6 @@ impl Stages {
     /// to the task's output; `planes(task)` is what a task reads first.
     fn run<'x>(
         &self,
-        p: &Plan,
         out: &mut [f32],
         planes: impl Fn(usize) -> &'x [f32] + Sync,
         compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background) + Sync,
@@ -303,14 +306,19 @@ impl Stages {
         // more than short rows take to write: depthwise 3×3/2 input
         // gradients with rows of 56 values were 11 % slower written a row
         // per step).
-        let rows_per_call = DRAIN_VALUES.div_ceil(self.task_len / self.parts.max(1));
-        let drain_steps = self.steps.min(self.parts.div_ceil(rows_per_call));
+        let least = DRAIN_VALUES.div_ceil((self.task_len / self.parts.max(1)).max(1));
+        let per_step = self.parts.div_ceil(self.steps.max(1)).max(least);
         // Runs enough for the threads to balance their loads.
         let per_run = tasks.div_ceil(8 * rayon::current_num_threads()).max(1);
         out.par_chunks_mut(per_run * self.task_len)
             .enumerate()
             .for_each_init(
-                || (p.scratch(), vec![0f32; 2 * self.staging_len]),
+                || {
+                    (
+                        vec![0f32; self.scratch_len],
+                        vec![0f32; 2 * self.staging_len],
+                    )
+                },
                 |(scratch, staging), (run, outs)| {
                     let (mut cur, mut prev) = staging.split_at_mut(self.staging_len);
                     let mut pending: Option<&mut [f32]> = None;
@@ -331,7 +339,10 @@ impl Stages {
                             };
                             let mut bg = Background {
                                 fetch,
-                                drain: Drain::new(&mut drain, self.parts, drain_steps),
+                                drain: Drain {
+                                    write: &mut drain,
+                                    parts: Shares::new(self.parts, per_step),
+                                },
                             };
                             compute(first + k, scratch, cur, &mut bg);
                             bg.finish();
@@ -368,36 +379,26 @@ impl Background<'_> {
     }
 }
 
-/// Writing `parts` pieces of a finished task's results, a share per step.
+/// Writing the pieces of a finished task's results, a share per step.
 pub(crate) struct Drain<'a> {
     write: &'a mut dyn FnMut(std::ops::Range<usize>),
-    parts: usize,
-    done: usize,
-    per_step: usize,
+    parts: Shares,
 }
 
-impl<'a> Drain<'a> {
-    fn new(write: &'a mut dyn FnMut(std::ops::Range<usize>), parts: usize, steps: usize) -> Self {
-        Drain {
-            write,
-            parts,
-            done: 0,
-            per_step: parts.div_ceil(steps.max(1)),
-        }
-    }
-
+impl Drain<'_> {
     #[inline(always)]
     fn step(&mut self) {
-        let end = (self.done + self.per_step).min(self.parts);
-        if end > self.done {
-            (self.write)(self.done..end);
-            self.done = end;
+        let parts = self.parts.next();
+        if !parts.is_empty() {
+            (self.write)(parts);
         }
     }
 
     fn finish(&mut self) {
-        self.per_step = self.parts;
-        self.step();
+        let parts = self.parts.rest();
+        if !parts.is_empty() {
+            (self.write)(parts);
+        }
     }
 }
 
@@ -431,8 +432,9 @@ fn unpad_parts<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops:
 
 /// Pads the `cig` input planes of `x` into `padded` (one plane per
 /// `padded_pitch`). Padding and slack stay zero from the scratch's
-/// allocation ([`Plan::scratch`]): nothing else writes this part of a
-/// forward or weight-gradient task's scratch, and every plane of a call
+/// allocation ([`Stages`], [`Plan::grad_scratch`]): nothing else writes
+/// this part of a forward or weight-gradient task's scratch, and every
+/// plane of a call
 /// shares one geometry, so [`Geometry::pad`] writes only the input's
 /// positions (depthwise 3×3 layers at batch 1, one thread, two
 /// alternating rounds: 3–7 % faster than with every plane zeroed first).
@@ -446,19 +448,20 @@ fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
     }
 }
 
-/// One (image, group) forward task: `out` holds the group's `cog` output
-/// planes; `bias` is empty or holds the group's `cog` biases.
+/// One (image, group) forward task: pads the group's input planes into
+/// `padded` and leaves its `cog` output planes in `acc` (at the
+/// accumulator pitch, for [`gather_rows`]); `bias` is empty or holds the
+/// group's `cog` biases.
 #[inline(always)]
 fn forward_group<T: Fma>(
     p: &Plan,
     x: &[T],
     w: &[T],
     bias: &[T],
-    scratch: &mut [T],
+    padded: &mut [T],
     acc: &mut [T],
     bg: &mut Background,
 ) {
-    let padded = &mut scratch[..p.cig * p.padded_pitch];
     pad_planes(p, x, padded);
     let src = Planes {
         data: padded,
@@ -671,12 +674,12 @@ fn backward_isa(
         let grads = |task: usize| s.output_group(dy, task / s.groups, reader(task));
         let stages = Stages {
             task_len: p.cig * p.plane_in,
+            scratch_len: p.cog * p.dy_pitch,
             staging_len: p.cig * p.padded_pitch,
             parts: p.cig * p.geo.unpad_parts(),
             steps: p.phases.len() * p.correlate_steps(p.cig, p.geo.block_len()),
         };
         stages.run(
-            &p,
             dx,
             grads,
             |task, scratch, padded, bg| {
@@ -690,7 +693,12 @@ fn backward_isa(
         weight_grad_tasks(
             s,
             dw,
-            || (p.scratch(), vec![[0f32; LANES]; p.cog * p.cig * p.taps]),
+            || {
+                (
+                    p.grad_scratch(),
+                    vec![[0f32; LANES]; p.cog * p.cig * p.taps],
+                )
+            },
             |(scratch, sums), images, g, dw, _| {
                 sums.fill([0.0; LANES]);
                 for n in images.clone() {
@@ -734,18 +742,19 @@ fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T], pitch: usize, lea
 
 /// One (image, group) input-gradient task: `wts[phase]` holds each
 /// group's kernel taps of that phase transposed to
-/// `[C_out/g][taps][C_in/g]`; `dx` receives the group's `cig` input planes.
+/// `[C_out/g][taps][C_in/g]`; the output gradients are spread into `dys`,
+/// and the gradients of the group's `cig` padded input planes left in
+/// `padded` (for [`unpad_parts`]).
 #[inline(always)]
 fn input_grad_group<T: Fma>(
     p: &Plan,
     dy: &[T],
     wts: &[Vec<T>],
     g: usize,
-    scratch: &mut [T],
+    dys: &mut [T],
     padded: &mut [T],
     bg: &mut Background,
 ) {
-    let dys = &mut scratch[p.cig * p.padded_pitch..];
     spread_planes(p, dy, dys, p.dy_pitch, p.dy_lead);
     // In layout order: each phase's rounding overrun is rewritten by the next.
     for (ph, wt) in p.phases.iter().zip(wts) {
@@ -905,8 +914,8 @@ fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], scratch: &mut [T], acc: &mut [T], bg: &mut Background) => forward_group);
-crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, scratch: &mut [T], padded: &mut [T], bg: &mut Background) => input_grad_group);
+crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], padded: &mut [T], acc: &mut [T], bg: &mut Background) => forward_group);
+crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, dys: &mut [T], padded: &mut [T], bg: &mut Background) => input_grad_group);
 crate::dispatch!(fn gather_rows_isa<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) => gather_rows);
 crate::dispatch!(fn unpad_parts_isa<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) => unpad_parts);
 crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>], next: &mut Trickle) => weight_grad_group);
