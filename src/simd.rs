@@ -249,6 +249,15 @@ pub fn relu_value<T: Fma>(v: T) -> T {
     if v < T::zero() { T::zero() } else { v }
 }
 
+/// The largest of `values` (0 for none), or NaN if any of them is NaN —
+/// `f64::max` would pass over it. Result checks compare with it, so that
+/// an output never written (NaN-filled) fails them.
+pub fn max_or_nan(values: impl IntoIterator<Item = f64>) -> f64 {
+    values
+        .into_iter()
+        .fold(0.0, |m: f64, v| if m.is_nan() || v <= m { m } else { v })
+}
+
 /// The index of the first value of `x` that is NaN or infinite, if any.
 /// The common case, all finite, is one vectorised pass: `v · 0` is 0 for
 /// finite values and NaN otherwise, summed in [`LANES`] lanes.
@@ -443,6 +452,17 @@ mod tests {
                     x[at] = keep;
                 }
             }
+        }
+    }
+
+    #[test]
+    fn max_or_nan_keeps_a_nan_wherever_it_is() {
+        assert_eq!(super::max_or_nan([]), 0.0);
+        assert_eq!(super::max_or_nan([1.0, 3.0, 2.0]), 3.0);
+        for at in 0..3 {
+            let mut v = [1.0, 3.0, 2.0];
+            v[at] = f64::NAN;
+            assert!(super::max_or_nan(v).is_nan(), "NaN at {at}");
         }
     }
 

@@ -47,12 +47,9 @@ fn planned_vs_unfused(name: &str, input: [usize; 4], head: Option<Head>) -> f32 
     let got = plan.run(&x.to_vec()).unwrap().to_vec();
     assert_eq!(first, got, "{name}: runs differ");
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    worst / scale
+    let worst =
+        gconv::simd::max_or_nan(got.iter().zip(&want).map(|(a, b)| f64::from((a - b).abs())));
+    worst as f32 / scale
 }
 
 #[test]

@@ -97,11 +97,7 @@ fn float_results_match_octave_by_direct_and_fft() {
         ] {
             let got = compute(&case, method);
             assert_eq!(got.shape(), want.shape(), "{} {method:?}: shape", case.name);
-            let err = got
-                .iter()
-                .zip(want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0.0, f64::max);
+            let err = gconv::simd::max_or_nan(got.iter().zip(want).map(|(g, w)| (g - w).abs()));
             assert!(
                 err <= tol * scale,
                 "{} {method:?}: max error {err}",

@@ -60,11 +60,7 @@ pub fn load(text: &str, kinds: &[&str]) -> Vec<Case> {
 pub fn assert_close<T: Copy + Into<f64>>(got: &[T], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let err = got
-        .iter()
-        .zip(want)
-        .map(|(&g, w)| (g.into() - w).abs())
-        .fold(0.0, f64::max);
+    let err = gconv::simd::max_or_nan(got.iter().zip(want).map(|(&g, w)| (g.into() - w).abs()));
     assert!(
         err <= 1e-4 * scale,
         "{what}: max error {err} (scale {scale})"
