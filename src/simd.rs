@@ -379,13 +379,12 @@ impl<'a> Trickle<'a> {
     #[inline(always)]
     fn fetch(&self, lines: std::ops::Range<usize>) {
         let first = self.regions[0].len().div_ceil(64);
-        for line in lines {
-            let (region, at) = if line < first {
-                (self.regions[0], line * 64)
-            } else {
-                (self.regions[1], (line - first) * 64)
-            };
-            prefetch(&region[at..at + 1]);
+        let [a, b] = [lines.start, lines.end].map(|l| l.min(first));
+        let [c, d] = [lines.start, lines.end].map(|l| l.max(first) - first);
+        for (region, lines) in self.regions.iter().zip([a..b, c..d]) {
+            if !lines.is_empty() {
+                prefetch(&region[lines.start * 64..(lines.end * 64).min(region.len())]);
+            }
         }
     }
 }

@@ -267,6 +267,11 @@ fn forward_isa(
 /// The fewest values one [`Drain`] step writes.
 const DRAIN_VALUES: usize = 256;
 
+/// The largest output (bytes) whose tasks [`Stages`] runs one after the
+/// other, each writing its results at its end: the output stays in the L2
+/// cache, where stores find their lines.
+const CACHED_OUTPUT: usize = 1 << 20;
+
 /// How the (image, group) tasks of a forward or input-gradient pass
 /// overlap their memory traffic with their arithmetic: each task leaves
 /// its results in a staging buffer (`staging_len` values), and they are
@@ -277,7 +282,9 @@ const DRAIN_VALUES: usize = 256;
 /// stalled the core on every line the stores had to read first (perf:
 /// half of a stride-2 input gradient's samples sat on them). Written a
 /// plane per step, or a plane per step with non-temporal stores, they
-/// were no faster than at the end of the task.
+/// were no faster than at the end of the task. An output of at most
+/// [`CACHED_OUTPUT`] bytes (inference at batch 1) goes without: its tasks
+/// write their own results at their ends ([`Background::AtEnd`]).
 struct Stages {
     task_len: usize,
     /// A task's own scratch, zeroed when a rayon job starts and reused by
@@ -298,84 +305,117 @@ impl Stages {
         &self,
         out: &mut [f32],
         planes: impl Fn(usize) -> &'x [f32] + Sync,
-        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background) + Sync,
+        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background<f32>) + Sync,
         write: impl Fn(&[f32], &mut [f32], std::ops::Range<usize>) + Sync,
     ) {
         let tasks = out.len() / self.task_len;
+        // Runs enough for the threads to balance their loads.
+        let per_run = tasks.div_ceil(8 * rayon::current_num_threads()).max(1);
+        // An output that stays in the cache takes each task's results at
+        // its end, and the next task's planes are asked for at once: the
+        // steps of a depthwise task on 28 × 28 or smaller planes are so
+        // short that work between them made it 10–20 % slower.
+        let cached = size_of_val(out) <= CACHED_OUTPUT;
+        let stagings = if cached { 1 } else { 2 };
+        out.par_chunks_mut(per_run * self.task_len)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; self.scratch_len + stagings * self.staging_len],
+                |buf, (run, outs)| {
+                    let (scratch, staging) = buf.split_at_mut(self.scratch_len);
+                    let first = run * per_run;
+                    if cached {
+                        for (k, out) in outs.chunks_exact_mut(self.task_len).enumerate() {
+                            if first + k + 1 < tasks {
+                                crate::simd::prefetch(planes(first + k + 1));
+                            }
+                            compute(first + k, scratch, staging, &mut Background::AtEnd(out));
+                        }
+                    } else {
+                        let fetch = |task| Trickle::new([planes(task), &[]], self.steps);
+                        self.overlapped(outs, first, [scratch, staging], fetch, &compute, &write);
+                    }
+                },
+            );
+    }
+
+    /// The tasks of a run from `first` on, each one's results written
+    /// while the next one computes.
+    fn overlapped<'x>(
+        &self,
+        outs: &mut [f32],
+        first: usize,
+        [scratch, staging]: [&mut [f32]; 2],
+        fetch: impl Fn(usize) -> Trickle<'x>,
+        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background<f32>),
+        write: impl Fn(&[f32], &mut [f32], std::ops::Range<usize>),
+    ) {
         // Pieces of at least DRAIN_VALUES values (the rest of a call costs
         // more than short rows take to write: depthwise 3×3/2 input
         // gradients with rows of 56 values were 11 % slower written a row
         // per step).
         let least = DRAIN_VALUES.div_ceil((self.task_len / self.parts.max(1)).max(1));
         let per_step = self.parts.div_ceil(self.steps.max(1)).max(least);
-        // Runs enough for the threads to balance their loads.
-        let per_run = tasks.div_ceil(8 * rayon::current_num_threads()).max(1);
-        out.par_chunks_mut(per_run * self.task_len)
-            .enumerate()
-            .for_each_init(
-                || {
-                    (
-                        vec![0f32; self.scratch_len],
-                        vec![0f32; 2 * self.staging_len],
-                    )
-                },
-                |(scratch, staging), (run, outs)| {
-                    let (mut cur, mut prev) = staging.split_at_mut(self.staging_len);
-                    let mut pending: Option<&mut [f32]> = None;
-                    let first = run * per_run;
-                    let count = outs.len() / self.task_len;
-                    for (k, out) in outs.chunks_exact_mut(self.task_len).enumerate() {
-                        let fetch = if k + 1 < count {
-                            Trickle::new([planes(first + k + 1), &[]], self.steps)
-                        } else {
-                            Trickle::none()
-                        };
-                        {
-                            let prev: &[f32] = prev;
-                            let mut drain = |parts| {
-                                if let Some(o) = pending.as_deref_mut() {
-                                    write(prev, o, parts);
-                                }
-                            };
-                            let mut bg = Background {
-                                fetch,
-                                drain: Drain {
-                                    write: &mut drain,
-                                    parts: Shares::new(self.parts, per_step),
-                                },
-                            };
-                            compute(first + k, scratch, cur, &mut bg);
-                            bg.finish();
-                        }
-                        std::mem::swap(&mut cur, &mut prev);
-                        pending = Some(out);
+        let (mut cur, mut prev) = staging.split_at_mut(self.staging_len);
+        let mut pending: Option<&mut [f32]> = None;
+        let count = outs.len() / self.task_len;
+        for (k, out) in outs.chunks_exact_mut(self.task_len).enumerate() {
+            {
+                let prev: &[f32] = prev;
+                let mut drain = |parts| {
+                    if let Some(o) = pending.as_deref_mut() {
+                        write(prev, o, parts);
                     }
-                    if let Some(o) = pending {
-                        write(prev, o, 0..self.parts);
-                    }
-                },
-            );
+                };
+                let mut bg = Background::Busy {
+                    fetch: match k + 1 < count {
+                        true => fetch(first + k + 1),
+                        false => Trickle::none(),
+                    },
+                    drain: Drain {
+                        write: &mut drain,
+                        parts: Shares::new(self.parts, per_step),
+                    },
+                };
+                compute(first + k, scratch, cur, &mut bg);
+                bg.finish();
+            }
+            std::mem::swap(&mut cur, &mut prev);
+            pending = Some(out);
+        }
+        if let Some(o) = pending {
+            write(prev, o, 0..self.parts);
+        }
     }
 }
 
-/// What a task does beside its arithmetic, a share per step (register-tile
-/// row): fetching the next task's planes and writing out the results of
-/// the task before it.
-pub(crate) struct Background<'a> {
-    fetch: Trickle<'a>,
-    drain: Drain<'a>,
+/// What a task does beside its arithmetic: a share per step (register-tile
+/// row) of fetching the next task's planes and writing out the results of
+/// the task before it, its own results left in its staging buffer; or
+/// nothing between the steps (one branch each), its results written to
+/// `out` at its end.
+pub(crate) enum Background<'a, T> {
+    AtEnd(&'a mut [T]),
+    Busy {
+        fetch: Trickle<'a>,
+        drain: Drain<'a>,
+    },
 }
 
-impl Background<'_> {
+impl<T> Background<'_, T> {
     #[inline(always)]
     fn step(&mut self) {
-        self.fetch.step();
-        self.drain.step();
+        if let Background::Busy { fetch, drain } = self {
+            fetch.step();
+            drain.step();
+        }
     }
 
     fn finish(&mut self) {
-        self.fetch.finish();
-        self.drain.finish();
+        if let Background::Busy { fetch, drain } = self {
+            fetch.finish();
+            drain.finish();
+        }
     }
 }
 
@@ -407,13 +447,28 @@ impl Drain<'_> {
 /// planes.
 #[inline(always)]
 fn gather_rows<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) {
-    let rows = p.geo.out_h;
-    for part in parts {
-        let c = part / rows;
+    for (c, rows) in by_plane(parts, p.geo.out_h) {
         let plane = &mut out[c * p.plane_out..][..p.plane_out];
-        p.geo
-            .gather_row(&acc[c * p.acc_pitch..], plane, part % rows);
+        let acc = &acc[c * p.acc_pitch..];
+        for oy in rows {
+            p.geo.gather_row(acc, plane, oy);
+        }
     }
+}
+
+/// Pieces `parts` of planes of `per_plane` pieces each (plane-major), as
+/// (plane, its pieces) pairs.
+#[inline(always)]
+fn by_plane(
+    parts: std::ops::Range<usize>,
+    per_plane: usize,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    let planes = parts.start / per_plane..parts.end.div_ceil(per_plane);
+    planes.map(move |c| {
+        let start = parts.start.max(c * per_plane) - c * per_plane;
+        let end = parts.end.min((c + 1) * per_plane) - c * per_plane;
+        (c, start..end)
+    })
 }
 
 /// Pieces `parts` (plane-major, [`Geometry::unpad_parts`] per plane) of an
@@ -421,12 +476,12 @@ fn gather_rows<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::R
 /// planes.
 #[inline(always)]
 fn unpad_parts<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) {
-    let per_plane = p.geo.unpad_parts();
-    for part in parts {
-        let c = part / per_plane;
+    for (c, pieces) in by_plane(parts, p.geo.unpad_parts()) {
         let plane = &mut dx[c * p.plane_in..][..p.plane_in];
-        p.geo
-            .unpad_part(&padded[c * p.padded_pitch..], plane, part % per_plane);
+        let padded = &padded[c * p.padded_pitch..];
+        for part in pieces {
+            p.geo.unpad_part(padded, plane, part);
+        }
     }
 }
 
@@ -450,8 +505,9 @@ fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
 
 /// One (image, group) forward task: pads the group's input planes into
 /// `padded` and leaves its `cog` output planes in `acc` (at the
-/// accumulator pitch, for [`gather_rows`]); `bias` is empty or holds the
-/// group's `cog` biases.
+/// accumulator pitch, for [`gather_rows`]), or with
+/// [`Background::AtEnd`] writes them to its output; `bias` is empty or
+/// holds the group's `cog` biases.
 #[inline(always)]
 fn forward_group<T: Fma>(
     p: &Plan,
@@ -460,7 +516,7 @@ fn forward_group<T: Fma>(
     bias: &[T],
     padded: &mut [T],
     acc: &mut [T],
-    bg: &mut Background,
+    bg: &mut Background<T>,
 ) {
     pad_planes(p, x, padded);
     let src = Planes {
@@ -470,6 +526,9 @@ fn forward_group<T: Fma>(
         offsets: &p.geo.taps,
     };
     correlate(&src, w, bias, acc, [p.acc_pitch, p.acc_pitch], p.cog, bg);
+    if let Background::AtEnd(out) = bg {
+        gather_rows(p, acc, out, 0..p.cog * p.geo.out_h);
+    }
 }
 
 /// Input planes of a correlation: `count` planes `pitch` apart in `data`,
@@ -495,7 +554,7 @@ fn correlate<T: Fma>(
     dst: &mut [T],
     pitch_len: [usize; 2],
     outputs: usize,
-    bg: &mut Background,
+    bg: &mut Background<T>,
 ) {
     let tile = Tile {
         src,
@@ -566,7 +625,7 @@ impl<T: Fma> Tile<'_, T> {
     /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
     /// them in registers.
     #[inline(always)]
-    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background) -> usize {
+    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background<T>) -> usize {
         let len = self.pitch_len[1];
         let whole = len / BLOCK * BLOCK;
         self.run::<CO, VECTORS>(c0, dst, 0..whole, bg);
@@ -582,7 +641,7 @@ impl<T: Fma> Tile<'_, T> {
         c0: usize,
         dst: &mut [T],
         positions: std::ops::Range<usize>,
-        bg: &mut Background,
+        bg: &mut Background<T>,
     ) -> usize {
         let pitch = self.pitch_len[0];
         let bias: [T; CO] =
@@ -744,7 +803,8 @@ fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T], pitch: usize, lea
 /// group's kernel taps of that phase transposed to
 /// `[C_out/g][taps][C_in/g]`; the output gradients are spread into `dys`,
 /// and the gradients of the group's `cig` padded input planes left in
-/// `padded` (for [`unpad_parts`]).
+/// `padded` (for [`unpad_parts`]), or with [`Background::AtEnd`] written
+/// to its input-gradient planes.
 #[inline(always)]
 fn input_grad_group<T: Fma>(
     p: &Plan,
@@ -753,7 +813,7 @@ fn input_grad_group<T: Fma>(
     g: usize,
     dys: &mut [T],
     padded: &mut [T],
-    bg: &mut Background,
+    bg: &mut Background<T>,
 ) {
     spread_planes(p, dy, dys, p.dy_pitch, p.dy_lead);
     // In layout order: each phase's rounding overrun is rewritten by the next.
@@ -775,6 +835,9 @@ fn input_grad_group<T: Fma>(
             p.cig,
             bg,
         );
+    }
+    if let Background::AtEnd(dx) = bg {
+        unpad_parts(p, padded, dx, 0..p.cig * p.geo.unpad_parts());
     }
 }
 
@@ -914,8 +977,8 @@ fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], padded: &mut [T], acc: &mut [T], bg: &mut Background) => forward_group);
-crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, dys: &mut [T], padded: &mut [T], bg: &mut Background) => input_grad_group);
+crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], padded: &mut [T], acc: &mut [T], bg: &mut Background<T>) => forward_group);
+crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, dys: &mut [T], padded: &mut [T], bg: &mut Background<T>) => input_grad_group);
 crate::dispatch!(fn gather_rows_isa<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) => gather_rows);
 crate::dispatch!(fn unpad_parts_isa<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) => unpad_parts);
 crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>], next: &mut Trickle) => weight_grad_group);
@@ -991,6 +1054,10 @@ mod tests {
             (1, 14, 14, 2, 7, 5, [3, 3], [1, 1], [1, 1], [1, 1], true),
             (2, 6, 10, 2, 9, 10, [5, 3], [2, 1], [2, 1], [1, 2], false),
             (5, 3, 8, 1, 13, 11, [7, 7], [2, 2], [3, 3], [1, 1], true),
+            // Outputs and input gradients over CACHED_OUTPUT: written while
+            // the next task computes.
+            (2, 64, 64, 64, 47, 49, [3, 3], [1, 1], [1, 1], [1, 1], true),
+            (4, 64, 64, 16, 67, 65, [3, 3], [2, 2], [1, 1], [1, 1], false),
         ];
         for (i, &(batch, cin, cout, groups, h, w, k, stride, pad, dil, bias)) in
             cases.iter().enumerate()
