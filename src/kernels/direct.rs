@@ -283,8 +283,9 @@ const CACHED_OUTPUT: usize = 1 << 20;
 /// half of a stride-2 input gradient's samples sat on them). Written a
 /// plane per step, or a plane per step with non-temporal stores, they
 /// were no faster than at the end of the task. An output of at most
-/// [`CACHED_OUTPUT`] bytes (inference at batch 1) goes without: its tasks
-/// write their own results at their ends ([`Background::AtEnd`]).
+/// [`CACHED_OUTPUT`] bytes (inference at batch 1) goes without: each
+/// task's results are written at its end, nothing done between its steps
+/// ([`Background::Idle`]).
 struct Stages {
     task_len: usize,
     /// A task's own scratch, zeroed when a rayon job starts and reused by
@@ -305,7 +306,7 @@ impl Stages {
         &self,
         out: &mut [f32],
         planes: impl Fn(usize) -> &'x [f32] + Sync,
-        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background<f32>) + Sync,
+        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background) + Sync,
         write: impl Fn(&[f32], &mut [f32], std::ops::Range<usize>) + Sync,
     ) {
         let tasks = out.len() / self.task_len;
@@ -329,7 +330,8 @@ impl Stages {
                             if first + k + 1 < tasks {
                                 crate::simd::prefetch(planes(first + k + 1));
                             }
-                            compute(first + k, scratch, staging, &mut Background::AtEnd(out));
+                            compute(first + k, scratch, staging, &mut Background::Idle);
+                            write(staging, out, 0..self.parts);
                         }
                     } else {
                         let fetch = |task| Trickle::new([planes(task), &[]], self.steps);
@@ -347,7 +349,7 @@ impl Stages {
         first: usize,
         [scratch, staging]: [&mut [f32]; 2],
         fetch: impl Fn(usize) -> Trickle<'x>,
-        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background<f32>),
+        compute: impl Fn(usize, &mut [f32], &mut [f32], &mut Background),
         write: impl Fn(&[f32], &mut [f32], std::ops::Range<usize>),
     ) {
         // Pieces of at least DRAIN_VALUES values (the rest of a call costs
@@ -389,20 +391,18 @@ impl Stages {
     }
 }
 
-/// What a task does beside its arithmetic: a share per step (register-tile
-/// row) of fetching the next task's planes and writing out the results of
-/// the task before it, its own results left in its staging buffer; or
-/// nothing between the steps (one branch each), its results written to
-/// `out` at its end.
-pub(crate) enum Background<'a, T> {
-    AtEnd(&'a mut [T]),
+/// What a task does beside its arithmetic, a share per step (register-tile
+/// row): fetching the next task's planes and writing out the results of
+/// the task before it; or nothing (one branch per step).
+pub(crate) enum Background<'a> {
+    Idle,
     Busy {
         fetch: Trickle<'a>,
         drain: Drain<'a>,
     },
 }
 
-impl<T> Background<'_, T> {
+impl Background<'_> {
     #[inline(always)]
     fn step(&mut self) {
         if let Background::Busy { fetch, drain } = self {
@@ -505,9 +505,8 @@ fn pad_planes<T: Scalar>(p: &Plan, x: &[T], padded: &mut [T]) {
 
 /// One (image, group) forward task: pads the group's input planes into
 /// `padded` and leaves its `cog` output planes in `acc` (at the
-/// accumulator pitch, for [`gather_rows`]), or with
-/// [`Background::AtEnd`] writes them to its output; `bias` is empty or
-/// holds the group's `cog` biases.
+/// accumulator pitch, for [`gather_rows`]); `bias` is empty or holds the
+/// group's `cog` biases.
 #[inline(always)]
 fn forward_group<T: Fma>(
     p: &Plan,
@@ -516,7 +515,7 @@ fn forward_group<T: Fma>(
     bias: &[T],
     padded: &mut [T],
     acc: &mut [T],
-    bg: &mut Background<T>,
+    bg: &mut Background,
 ) {
     pad_planes(p, x, padded);
     let src = Planes {
@@ -526,9 +525,6 @@ fn forward_group<T: Fma>(
         offsets: &p.geo.taps,
     };
     correlate(&src, w, bias, acc, [p.acc_pitch, p.acc_pitch], p.cog, bg);
-    if let Background::AtEnd(out) = bg {
-        gather_rows(p, acc, out, 0..p.cog * p.geo.out_h);
-    }
 }
 
 /// Input planes of a correlation: `count` planes `pitch` apart in `data`,
@@ -554,7 +550,7 @@ fn correlate<T: Fma>(
     dst: &mut [T],
     pitch_len: [usize; 2],
     outputs: usize,
-    bg: &mut Background<T>,
+    bg: &mut Background,
 ) {
     let tile = Tile {
         src,
@@ -635,12 +631,7 @@ impl<T: Fma> Tile<'_, T> {
     /// every block, and no tap checks bounds (the same sums in the same
     /// order). Returns 1.
     #[inline(always)]
-    fn depthwise<const TAPS: usize>(
-        &self,
-        c: usize,
-        dst: &mut [T],
-        bg: &mut Background<T>,
-    ) -> usize {
+    fn depthwise<const TAPS: usize>(&self, c: usize, dst: &mut [T], bg: &mut Background) -> usize {
         let offsets: [usize; TAPS] = std::array::from_fn(|t| self.src.offsets[t]);
         let w: [T; TAPS] = std::array::from_fn(|t| self.w[t * self.outputs + c]);
         let bias = self.bias.get(c).copied().unwrap_or(T::zero());
@@ -661,7 +652,7 @@ impl<T: Fma> Tile<'_, T> {
         (offsets, w, bias): (&[usize; TAPS], &[T; TAPS], T),
         out: &mut [T],
         positions: std::ops::Range<usize>,
-        bg: &mut Background<T>,
+        bg: &mut Background,
     ) {
         for start in positions.step_by(NV * LANES) {
             bg.step();
@@ -691,7 +682,7 @@ impl<T: Fma> Tile<'_, T> {
     /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
     /// them in registers.
     #[inline(always)]
-    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background<T>) -> usize {
+    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background) -> usize {
         let len = self.pitch_len[1];
         let whole = len / BLOCK * BLOCK;
         self.run::<CO, VECTORS>(c0, dst, 0..whole, bg);
@@ -707,7 +698,7 @@ impl<T: Fma> Tile<'_, T> {
         c0: usize,
         dst: &mut [T],
         positions: std::ops::Range<usize>,
-        bg: &mut Background<T>,
+        bg: &mut Background,
     ) -> usize {
         let pitch = self.pitch_len[0];
         let bias: [T; CO] =
@@ -869,8 +860,7 @@ fn spread_planes<T: Scalar>(p: &Plan, dy: &[T], acc: &mut [T], pitch: usize, lea
 /// group's kernel taps of that phase transposed to
 /// `[C_out/g][taps][C_in/g]`; the output gradients are spread into `dys`,
 /// and the gradients of the group's `cig` padded input planes left in
-/// `padded` (for [`unpad_parts`]), or with [`Background::AtEnd`] written
-/// to its input-gradient planes.
+/// `padded` (for [`unpad_parts`]).
 #[inline(always)]
 fn input_grad_group<T: Fma>(
     p: &Plan,
@@ -879,7 +869,7 @@ fn input_grad_group<T: Fma>(
     g: usize,
     dys: &mut [T],
     padded: &mut [T],
-    bg: &mut Background<T>,
+    bg: &mut Background,
 ) {
     spread_planes(p, dy, dys, p.dy_pitch, p.dy_lead);
     // In layout order: each phase's rounding overrun is rewritten by the next.
@@ -901,9 +891,6 @@ fn input_grad_group<T: Fma>(
             p.cig,
             bg,
         );
-    }
-    if let Background::AtEnd(dx) = bg {
-        unpad_parts(p, padded, dx, 0..p.cig * p.geo.unpad_parts());
     }
 }
 
@@ -1043,8 +1030,8 @@ fn tile_starts(n: usize, width: usize) -> impl Iterator<Item = (usize, usize)> {
     })
 }
 
-crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], padded: &mut [T], acc: &mut [T], bg: &mut Background<T>) => forward_group);
-crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, dys: &mut [T], padded: &mut [T], bg: &mut Background<T>) => input_grad_group);
+crate::dispatch!(fn forward_group_isa<T: Fma>(p: &Plan, x: &[T], w: &[T], bias: &[T], padded: &mut [T], acc: &mut [T], bg: &mut Background) => forward_group);
+crate::dispatch!(fn input_grad_group_isa<T: Fma>(p: &Plan, dy: &[T], wts: &[Vec<T>], g: usize, dys: &mut [T], padded: &mut [T], bg: &mut Background) => input_grad_group);
 crate::dispatch!(fn gather_rows_isa<T: Scalar>(p: &Plan, acc: &[T], out: &mut [T], parts: std::ops::Range<usize>) => gather_rows);
 crate::dispatch!(fn unpad_parts_isa<T: Scalar>(p: &Plan, padded: &[T], dx: &mut [T], parts: std::ops::Range<usize>) => unpad_parts);
 crate::dispatch!(fn weight_grad_group_isa<T: Fma>(p: &Plan, x: &[T], dy: &[T], scratch: &mut [T], sums: &mut [Lanes<T>], next: &mut Trickle) => weight_grad_group);
