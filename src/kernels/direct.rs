@@ -570,12 +570,16 @@ fn correlate<T: Fma>(
             // 7 × 7 planes, holding the weights gained nothing and the set-up
             // cost 6 %).
             1 if src.count == 1 && src.offsets.len() == 9 && pitch_len[1] > BLOCK => {
-                tile.depthwise::<9>(c, dst, bg)
+                tile.narrow(c, dst, bg, &tile.depthwise::<9>(c))
             }
-            1 => tile.narrow::<1>(c, dst, bg),
-            2 => tile.narrow::<2>(c, dst, bg),
-            3 => tile.narrow::<3>(c, dst, bg),
-            _ => tile.run::<4, VECTORS>(c, dst, 0..pitch_len[1], bg),
+            1 => tile.narrow(c, dst, bg, &tile.channels::<1>(c)),
+            2 => tile.narrow(c, dst, bg, &tile.channels::<2>(c)),
+            3 => tile.narrow(c, dst, bg, &tile.channels::<3>(c)),
+            _ => {
+                let sums = tile.channels::<4>(c);
+                tile.blocks::<4, VECTORS>(c, dst, 0..pitch_len[1], bg, &sums);
+                4
+            }
         };
     }
 }
@@ -591,25 +595,114 @@ struct Tile<'a, T> {
     pitch_len: [usize; 2],
 }
 
-impl<T: Fma> Tile<'_, T> {
-    /// The sums of outputs `c0 .. c0 + CO` at positions `start ..
-    /// start + NV · LANES`, starting from `bias`.
+/// The sums of a register tile: `CO` outputs at the `NV` vectors of
+/// positions from `start`.
+trait TileSums<T, const CO: usize> {
+    fn at<const NV: usize>(&self, start: usize) -> [[Lanes<T>; NV]; CO];
+}
+
+/// Outputs `c0 .. c0 + CO` of a [`Tile`], from their biases.
+struct Channels<'a, T, const CO: usize> {
+    tile: &'a Tile<'a, T>,
+    c0: usize,
+    bias: [T; CO],
+}
+
+/// The output of a depthwise [`Tile`] (one input plane) with `TAPS` taps,
+/// its weights held in registers for the whole plane instead of broadcast
+/// again at every tap of every block (the same sums in the same order).
+struct Depthwise<'a, T, const TAPS: usize> {
+    tile: &'a Tile<'a, T>,
+    offsets: [usize; TAPS],
+    w: [T; TAPS],
+    bias: T,
+}
+
+impl<'a, T: Fma> Tile<'a, T> {
+    /// The [`TileSums`] of outputs `c0 .. c0 + CO`.
     #[inline(always)]
-    fn sums<const CO: usize, const NV: usize>(
+    fn channels<const CO: usize>(&'a self, c0: usize) -> Channels<'a, T, CO> {
+        let bias = std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
+        Channels {
+            tile: self,
+            c0,
+            bias,
+        }
+    }
+
+    /// The [`TileSums`] of output `c` from the only input plane.
+    #[inline(always)]
+    fn depthwise<const TAPS: usize>(&'a self, c: usize) -> Depthwise<'a, T, TAPS> {
+        Depthwise {
+            tile: self,
+            offsets: std::array::from_fn(|t| self.src.offsets[t]),
+            w: std::array::from_fn(|t| self.w[t * self.outputs + c]),
+            bias: self.bias.get(c).copied().unwrap_or(T::zero()),
+        }
+    }
+
+    /// [`blocks`](Self::blocks) for fewer than 4 outputs: blocks of 4
+    /// vectors while whole ones remain, then of 2. Returns `CO`.
+    ///
+    /// Blocks of 2 only (depthwise planes of 14×14 ran 25 % slower in
+    /// blocks of 4 only: more positions past the last output) left one
+    /// channel two chains of dependent multiply-adds, too few to keep the
+    /// FMA units busy (depthwise 3×3 on 28×28, 1 thread: 51 → 42 µs for
+    /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
+    /// them in registers.
+    #[inline(always)]
+    fn narrow<const CO: usize>(
         &self,
         c0: usize,
-        start: usize,
-        bias: [T; CO],
-    ) -> [[Lanes<T>; NV]; CO] {
-        let (src, taps) = (self.src, self.src.offsets.len());
-        let mut a: [[Lanes<T>; NV]; CO] = std::array::from_fn(|c| [[bias[c]; LANES]; NV]);
-        let weights = self.w[..src.count * taps * self.outputs].chunks_exact(self.outputs);
+        dst: &mut [T],
+        bg: &mut Background,
+        sums: &impl TileSums<T, CO>,
+    ) -> usize {
+        let len = self.pitch_len[1];
+        let whole = len / BLOCK * BLOCK;
+        self.blocks::<CO, VECTORS>(c0, dst, 0..whole, bg, sums);
+        self.blocks::<CO, 2>(c0, dst, whole..len, bg, sums);
+        CO
+    }
+
+    /// Outputs `c0 .. c0 + CO` of [`correlate`] at positions `positions`,
+    /// `NV` vectors of positions at a time, the `CO × NV` accumulators held
+    /// in registers across input planes and taps.
+    #[inline(always)]
+    fn blocks<const CO: usize, const NV: usize>(
+        &self,
+        c0: usize,
+        dst: &mut [T],
+        positions: std::ops::Range<usize>,
+        bg: &mut Background,
+        sums: &impl TileSums<T, CO>,
+    ) {
+        let pitch = self.pitch_len[0];
+        for start in positions.step_by(NV * LANES) {
+            bg.step();
+            let a = sums.at::<NV>(start);
+            for (c, row) in a.iter().enumerate() {
+                let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
+                for (o, acc) in out.chunks_exact_mut(LANES).zip(row) {
+                    o.copy_from_slice(acc);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Fma, const CO: usize> TileSums<T, CO> for Channels<'_, T, CO> {
+    #[inline(always)]
+    fn at<const NV: usize>(&self, start: usize) -> [[Lanes<T>; NV]; CO] {
+        let (tile, c0) = (self.tile, self.c0);
+        let (src, taps) = (tile.src, tile.src.offsets.len());
+        let mut a: [[Lanes<T>; NV]; CO] = std::array::from_fn(|c| [[self.bias[c]; LANES]; NV]);
+        let weights = tile.w[..src.count * taps * tile.outputs].chunks_exact(tile.outputs);
         let mut weights = weights.map(|row| &row[c0..][..CO]);
         for k in 0..src.count {
             // Every tap's vectors lie in `plane`: one bounds check per
-            // plane, none per tap (they cost a third of a depthwise tap's
-            // instructions).
-            let plane = &src.data[k * src.pitch + start..][..self.reach + NV * LANES];
+            // plane, none per tap.
+            let plane = &src.data[k * src.pitch + start..][..tile.reach + NV * LANES];
             for (&offset, wt) in src.offsets.iter().zip(&mut weights) {
                 // SAFETY: `offset ≤ reach`, so the range lies in `plane`.
                 let v = unsafe { plane.get_unchecked(offset..offset + NV * LANES) };
@@ -624,96 +717,22 @@ impl<T: Fma> Tile<'_, T> {
         }
         a
     }
+}
 
-    /// [`narrow`](Self::narrow) of one output from one input plane
-    /// (depthwise layers) with `TAPS` taps: the weights stay in registers
-    /// for the whole plane instead of being broadcast again at every tap of
-    /// every block, and no tap checks bounds (the same sums in the same
-    /// order). Returns 1.
+impl<T: Fma, const TAPS: usize> TileSums<T, 1> for Depthwise<'_, T, TAPS> {
     #[inline(always)]
-    fn depthwise<const TAPS: usize>(&self, c: usize, dst: &mut [T], bg: &mut Background) -> usize {
-        let offsets: [usize; TAPS] = std::array::from_fn(|t| self.src.offsets[t]);
-        let w: [T; TAPS] = std::array::from_fn(|t| self.w[t * self.outputs + c]);
-        let bias = self.bias.get(c).copied().unwrap_or(T::zero());
-        let [pitch, len] = self.pitch_len;
-        let whole = len / BLOCK * BLOCK;
-        let out = &mut dst[c * pitch..];
-        let kernel = (&offsets, &w, bias);
-        self.depthwise_blocks::<TAPS, VECTORS>(kernel, out, 0..whole, bg);
-        self.depthwise_blocks::<TAPS, 2>(kernel, out, whole..len, bg);
-        1
-    }
-
-    /// Blocks of `NV` vectors of [`depthwise`](Self::depthwise) at
-    /// `positions`.
-    #[inline(always)]
-    fn depthwise_blocks<const TAPS: usize, const NV: usize>(
-        &self,
-        (offsets, w, bias): (&[usize; TAPS], &[T; TAPS], T),
-        out: &mut [T],
-        positions: std::ops::Range<usize>,
-        bg: &mut Background,
-    ) {
-        for start in positions.step_by(NV * LANES) {
-            bg.step();
-            let plane = &self.src.data[start..][..self.reach + NV * LANES];
-            let mut a = [[bias; LANES]; NV];
-            for (&offset, &w) in offsets.iter().zip(w) {
-                // SAFETY: `offset ≤ reach`, so the vectors lie in `plane`.
-                let v = unsafe { plane.get_unchecked(offset..offset + NV * LANES) };
-                for (a, v) in a.iter_mut().zip(v.as_chunks::<LANES>().0) {
-                    fma_lanes(a, w, v);
-                }
-            }
-            let out = out[start..][..NV * LANES].as_chunks_mut::<LANES>().0;
-            for (o, a) in out.iter_mut().zip(&a) {
-                *o = *a;
+    fn at<const NV: usize>(&self, start: usize) -> [[Lanes<T>; NV]; 1] {
+        let tile = self.tile;
+        let plane = &tile.src.data[start..][..tile.reach + NV * LANES];
+        let mut a = [[self.bias; LANES]; NV];
+        for (&offset, &w) in self.offsets.iter().zip(&self.w) {
+            // SAFETY: `offset ≤ reach`, so the vectors lie in `plane`.
+            let v = unsafe { plane.get_unchecked(offset..offset + NV * LANES) };
+            for (a, v) in a.iter_mut().zip(v.as_chunks::<LANES>().0) {
+                fma_lanes(a, w, v);
             }
         }
-    }
-
-    /// [`run`](Self::run) for fewer than 4 outputs: blocks of 4 vectors
-    /// while whole ones remain, then of 2. Returns `CO`.
-    ///
-    /// Blocks of 2 only (depthwise planes of 14×14 ran 25 % slower in
-    /// blocks of 4 only: more positions past the last output) left one
-    /// channel two chains of dependent multiply-adds, too few to keep the
-    /// FMA units busy (depthwise 3×3 on 28×28, 1 thread: 51 → 42 µs for
-    /// 96 planes). Blocks of 8 were 7× slower: the compiler no longer kept
-    /// them in registers.
-    #[inline(always)]
-    fn narrow<const CO: usize>(&self, c0: usize, dst: &mut [T], bg: &mut Background) -> usize {
-        let len = self.pitch_len[1];
-        let whole = len / BLOCK * BLOCK;
-        self.run::<CO, VECTORS>(c0, dst, 0..whole, bg);
-        self.run::<CO, 2>(c0, dst, whole..len, bg)
-    }
-
-    /// Outputs `c0 .. c0 + CO` of [`correlate`] at positions `positions`,
-    /// `NV` vectors of positions at a time, the `CO × NV` accumulators held
-    /// in registers across input planes and taps. Returns `CO`.
-    #[inline(always)]
-    fn run<const CO: usize, const NV: usize>(
-        &self,
-        c0: usize,
-        dst: &mut [T],
-        positions: std::ops::Range<usize>,
-        bg: &mut Background,
-    ) -> usize {
-        let pitch = self.pitch_len[0];
-        let bias: [T; CO] =
-            std::array::from_fn(|c| self.bias.get(c0 + c).copied().unwrap_or(T::zero()));
-        for start in positions.step_by(NV * LANES) {
-            bg.step();
-            let a = self.sums::<CO, NV>(c0, start, bias);
-            for (c, row) in a.iter().enumerate() {
-                let out = &mut dst[(c0 + c) * pitch + start..][..NV * LANES];
-                for (o, acc) in out.chunks_exact_mut(LANES).zip(row) {
-                    o.copy_from_slice(acc);
-                }
-            }
-        }
-        CO
+        [a]
     }
 }
 
