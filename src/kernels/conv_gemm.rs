@@ -9,8 +9,10 @@
 
 use super::conv::Conv2dShape;
 use super::matmul::{Mat, inner_parallelism, matmul};
+use super::row_dots::RowDots;
 use crate::error::Result;
 use crate::signal::Scalar;
+use crate::simd::Isa;
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -65,7 +67,8 @@ pub fn forward(
 ///   number of chunks fixed by the thread count and the shape; each
 ///   (chunk, group) task sums into its own partial buffer and the partials
 ///   are added in chunk order, so results are deterministic for a fixed
-///   thread count.
+///   thread count. Groups with few weights over long planes sum their
+///   dot products in register tiles ([`RowDots`]) instead of `gemm`.
 pub fn backward(
     s: &Conv2dShape,
     x: &[f32],
@@ -122,11 +125,14 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         p, k, pointwise, ..
     } = Sizes::new(s);
     let packed = packed_images(s).is_some();
+    let rows = [s.group_out(), k];
+    let dots = !packed && RowDots::suits(rows, p);
+    let isa = Isa::best();
     super::conv::weight_grad_tasks(
         s,
         dw,
-        || Sizes::new(s).cols(),
-        |cols, images, g, dw_group, tasks| {
+        || (Sizes::new(s).cols(), dots.then(|| RowDots::new(rows))),
+        |(cols, dots), images, g, dw_group, tasks| {
             let inner = inner_parallelism(tasks);
             if packed {
                 // One GEMM over the run of images: `dY_g · X_gᵀ` with both
@@ -138,6 +144,14 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
                 let inputs = pack(x, s.in_channels, p, g * ci..(g + 1) * ci, &images);
                 let (lhs, rhs) = (Mat::rows(&grads, width), Mat::cols(&inputs, width));
                 matmul(dw_group, k, false, lhs, rhs, inner);
+                return;
+            }
+            if let Some(dots) = dots {
+                for n in images {
+                    let rhs = columns(s, pointwise, s.input_group(x, n, g), cols);
+                    dots.add(isa, s.output_group(dy, n, g), rhs, p);
+                }
+                dots.finish(dw_group);
                 return;
             }
             for (i, n) in images.enumerate() {

@@ -13,6 +13,7 @@ pub mod norm;
 mod phase;
 pub mod pointwise;
 pub mod pool;
+mod row_dots;
 pub mod shuffle;
 
 pub use conv::Conv2dShape;

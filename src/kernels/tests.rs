@@ -55,3 +55,33 @@ proptest! {
         }
     }
 }
+
+/// Shapes whose weight gradient takes the register tiles of
+/// `row_dots` (planes of at least 512 positions, few weights per group),
+/// which the random shapes above are too small to reach: 1×1 layers on
+/// planes with and without a partial last vector, a strided 1×1 layer and
+/// a 3×3 one (their im2col matrices), group sizes that leave partial
+/// tiles.
+#[test]
+fn gemm_weight_gradient_tiles_match_the_reference() {
+    let shapes = [
+        (Conv2dShape::new(2, 24, 6, [24, 24], [1, 1], 3), [1, 0]),
+        (Conv2dShape::new(2, 10, 35, [23, 23], [1, 1], 5), [1, 0]),
+        (Conv2dShape::new(1, 6, 9, [47, 45], [1, 1], 3), [2, 0]),
+        (Conv2dShape::new(2, 8, 12, [24, 25], [3, 3], 4), [1, 1]),
+    ];
+    for (seed, (s, [stride, padding])) in shapes.into_iter().enumerate() {
+        let s = Conv2dShape {
+            stride: [stride; 2],
+            padding: [padding; 2],
+            ..s
+        }
+        .validate()
+        .unwrap();
+        let [oh, ow] = s.output();
+        assert!(oh * ow >= 512, "{s:?} is too small to reach the tiles");
+        assert_backward_matches_reference(&s, seed as u64, |x, w, dy, dx, dw, db| {
+            conv_gemm::backward(&s, x, w, dy, Some(dx), Some(dw), Some(db))
+        });
+    }
+}
