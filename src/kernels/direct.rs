@@ -918,9 +918,8 @@ fn input_grad_group<T: Fma>(
 /// (each weight's [`LANES`] partial sums, reduced by the caller). Groups
 /// of at least [`GRAD_TILE`] inputs and outputs go in register tiles of
 /// [`GRAD_TILE`] × [`GRAD_TILE`] channel pairs; narrower ones (depthwise)
-/// as one dot product per weight, added to lane 0 — the same sums in the
-/// same order as before the tiles existed, so that depthwise training
-/// results did not change.
+/// with 3×3 kernels in tiles of all [`TAP_TILE`] taps of one channel
+/// pair, others as one dot product per weight, added to lane 0.
 #[inline(always)]
 fn weight_grad_group<T: Fma>(
     p: &Plan,
@@ -949,6 +948,17 @@ fn weight_grad_group<T: Fma>(
         return;
     }
     next.finish();
+    if p.taps == TAP_TILE {
+        let vectors = p.geo.acc_len().div_ceil(LANES);
+        for (c, sums_c) in sums.chunks_exact_mut(p.cig * TAP_TILE).enumerate() {
+            let dys = &acc[c * p.acc_pitch..].as_chunks::<LANES>().0[..vectors];
+            for (ci, sums_ci) in sums_c.chunks_exact_mut(TAP_TILE).enumerate() {
+                let plane = &padded[ci * p.padded_pitch..];
+                tap_tile(dys, plane, &p.geo.taps, sums_ci);
+            }
+        }
+        return;
+    }
     let len = p.geo.acc_len();
     for (c, sums_c) in sums.chunks_exact_mut(p.cig * p.taps).enumerate() {
         let g = &acc[c * p.acc_pitch..][..len];
@@ -963,6 +973,33 @@ fn weight_grad_group<T: Fma>(
 
 /// Input and output channels per weight-gradient register tile.
 const GRAD_TILE: usize = 4;
+
+/// Taps of the narrow groups' weight-gradient tile (3×3 kernels).
+const TAP_TILE: usize = 9;
+
+/// Adds to `sums` (one output and one input channel: a weight per tap,
+/// each as [`LANES`] partial sums) the products of the spread output
+/// gradients `dys` with the padded input `plane` read at each tap's
+/// offset: all [`TAP_TILE`] taps' sums in registers at once, each vector
+/// of gradients loaded once for all of them (one dot product per tap
+/// loaded it nine times, two loads per multiply-add).
+#[inline(always)]
+fn tap_tile<T: Fma>(dys: &[Lanes<T>], plane: &[T], offsets: &[usize], sums: &mut [Lanes<T>]) {
+    let n = dys.len();
+    let xs: [&[Lanes<T>]; TAP_TILE] =
+        std::array::from_fn(|t| &plane[offsets[t]..].as_chunks::<LANES>().0[..n]);
+    let mut a = [[T::zero(); LANES]; TAP_TILE];
+    for (v, d) in dys.iter().enumerate() {
+        for (a, xs) in a.iter_mut().zip(&xs) {
+            mul_add_lanes(a, d, &xs[v]);
+        }
+    }
+    for (s, a) in sums.iter_mut().zip(&a) {
+        for (s, &v) in s.iter_mut().zip(a) {
+            *s = *s + v;
+        }
+    }
+}
 
 /// The operands of a tiled [`weight_grad_group`].
 struct GradTile<'a, T> {
