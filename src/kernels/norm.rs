@@ -2,9 +2,12 @@
 //! `y = (x − mean) · invstd · γ + β` with `invstd = 1 / sqrt(var + eps)`.
 //! Statistics are summed per channel in 16 float32 lanes, flushed into a
 //! float64 total every [`FLUSH`] values, in a fixed order (deterministic
-//! for any thread count). One task covers whole channels (statistics) or
-//! a run of planes (the elementwise passes); each calls one vectorised
-//! kernel, so small planes (4×4, 7×7) cost no per-plane overhead.
+//! for any thread count). Training's passes give each task whole
+//! channels: their sums, then at once their elementwise pass (normalised
+//! values forward, input gradient backward) while the channel's planes
+//! are still in cache. Normalising with running statistics (evaluation)
+//! gives each task a run of planes and one vectorised kernel call, so
+//! small planes (4×4, 7×7) cost no per-plane overhead.
 
 use crate::simd::{Fma, Isa};
 use rayon::prelude::*;
@@ -41,15 +44,6 @@ impl Layout {
         let per_task = (MIN_TASK / self.plane.max(1)).max(1);
         (per_task, per_task * self.plane.max(1))
     }
-
-    /// `f(first plane, run)` on runs of whole planes of `data`, in
-    /// parallel; `f` rewrites its run in place.
-    fn each_run_in_place(&self, data: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-        let (per_task, run) = self.runs();
-        data.par_chunks_mut(run)
-            .enumerate()
-            .for_each(|(t, run)| f(t * per_task, run));
-    }
 }
 
 /// Values one parallel task should cover at least.
@@ -63,16 +57,76 @@ const FLUSH: usize = 1 << 10;
 /// summed around a per-channel reference value (the channel's first value,
 /// which keeps the squares small).
 pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let m = l.per_channel() as f64;
     l.each_channel(|c| {
         let r = x[c * l.plane];
         let mut s = [0f64; 2];
         channel_moments_isa(Isa::best(), x, *l, c, r, &mut s);
-        let d = s[0] / m;
-        ((r as f64 + d) as f32, (s[1] / m - d * d).max(0.0) as f32)
+        mean_var(l, r, s)
     })
     .into_iter()
     .unzip()
+}
+
+/// The mean and biased variance of a channel of `l` from its moments
+/// around `r`, `s = [Σ (x − r), Σ (x − r)²]`.
+fn mean_var(l: &Layout, r: f32, s: [f64; 2]) -> (f32, f32) {
+    let m = l.per_channel() as f64;
+    let d = s[0] / m;
+    ((r as f64 + d) as f32, (s[1] / m - d * d).max(0.0) as f32)
+}
+
+/// Batch normalisation with batch statistics: per channel, its mean and
+/// variance (as [`batch_stats`]) and right away, while the channel's
+/// planes are in cache, its normalised values (as [`normalize`] with
+/// `invstd = 1 / sqrt(var + eps)`); a second pass over the whole tensor
+/// read them from memory again. Returns `(y, mean, var)`.
+pub fn normalize_batch(
+    l: &Layout,
+    x: &[f32],
+    eps: f32,
+    affine: Option<(&[f32], &[f32])>,
+    relu: bool,
+    residual: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let floor = if relu { 0.0 } else { f32::NEG_INFINITY };
+    let len = l.batch * l.channels * l.plane;
+    assert_eq!(
+        x.len(),
+        len,
+        "normalize_batch: {} values for {l:?}",
+        x.len()
+    );
+    if let Some(r) = residual {
+        assert_eq!(
+            r.len(),
+            len,
+            "normalize_batch: residual of {} values for {l:?}",
+            r.len()
+        );
+    }
+    let mut y = Vec::with_capacity(len);
+    let out = Planes::new(&mut y.spare_capacity_mut()[..len], l);
+    let stats = l.each_channel(|c| {
+        let r = x[c * l.plane];
+        let mut stats = (0.0, 0.0);
+        let map = |s: [f64; 2]| {
+            stats = mean_var(l, r, s);
+            let invstd = 1.0 / (stats.1 + eps).sqrt();
+            scale_shift(
+                &[stats.0],
+                &[invstd],
+                affine.map(|(g, b)| (&g[c..=c], &b[c..=c])),
+            )[0]
+        };
+        // One task per channel: the planes it writes are its own.
+        channel_normalize_isa(Isa::best(), x, residual, out, *l, c, r, &mut { map }, floor);
+        stats
+    });
+    // SAFETY: the tasks cover every channel, and `channel_normalize`
+    // writes every value of each of its channel's planes.
+    unsafe { y.set_len(len) };
+    let (mean, var) = stats.into_iter().unzip();
+    (y, mean, var)
 }
 
 /// Per channel, the affine map of the normalisation `(scale, shift)`:
@@ -163,52 +217,50 @@ pub fn backward(
 ) -> Gradients {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
     let mask = relu.then(|| scale_shift(mean, invstd, affine));
-    let sums = l.each_channel(|c| {
-        let mut s = [0f64; 2];
-        let mask = mask.as_ref().map(|m| m[c]);
-        channel_dot_isa(Isa::best(), x, &dy, *l, c, mean[c], mask, &mut s);
-        s
-    });
-    let sum_dy: Vec<f64> = sums.iter().map(|s| s[0]).collect();
-    let sum_dy_xhat: Vec<f64> = sums
-        .iter()
-        .zip(invstd)
-        .map(|(s, &k)| s[1] * k as f64)
-        .collect();
     // dx = k · g + a · x + b per channel, where
     // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
-    //   = k · g + a · x + b   (a = b = 0 with running statistics).
+    //   = k · g + a · x + b   (a = b = 0 with running statistics),
+    // from the channel's sums `[Σ g, Σ (x − mean) · g]`.
     let m = l.per_channel() as f64;
-    let coef: Vec<[f32; 3]> = (0..l.channels)
-        .map(|c| {
-            let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
-            if !training {
-                return [k, 0.0, 0.0];
-            }
-            let mean_dy = (sum_dy[c] / m) as f32;
-            let mean_dy_xhat = (sum_dy_xhat[c] / m) as f32;
-            let a = -k * invstd[c] * mean_dy_xhat;
-            [k, a, -k * mean_dy - a * mean[c]]
-        })
-        .collect();
-    let pass = |from: Option<&[f32]>, first: usize, out: &mut [f32]| {
-        let xs = &x[first * l.plane..][..out.len()];
-        axpb_isa(
-            Isa::best(),
-            out,
-            from,
-            xs,
-            *l,
-            first,
-            &coef,
-            mask.as_deref(),
-        );
+    let coef = |c: usize, s: [f64; 2]| -> [f32; 3] {
+        let k = affine.map_or(1.0, |(g, _)| g[c]) * invstd[c];
+        if !training {
+            return [k, 0.0, 0.0];
+        }
+        let mean_dy = (s[0] / m) as f32;
+        let mean_dy_xhat = (s[1] * invstd[c] as f64 / m) as f32;
+        let a = -k * invstd[c] * mean_dy_xhat;
+        [k, a, -k * mean_dy - a * mean[c]]
     };
-    let (dx, dy) = match (want_dx, dx_into) {
-        (false, _) => (None, Some(dy)),
+    // Each channel's input gradient right after its sums, while its
+    // planes are still in cache (a second pass over the whole tensor
+    // read them from memory again).
+    let channel = |c: usize, g: Planes<f32>, out: Option<Planes<f32>>| {
+        let mut s = [0f64; 2];
+        let mask = mask.as_ref().map(|m| m[c]);
+        // One task per channel: the planes it touches are its own.
+        channel_backward_isa(
+            Isa::best(),
+            x,
+            g,
+            out,
+            *l,
+            c,
+            mean[c],
+            mask,
+            &|s| coef(c, s),
+            &mut s,
+        );
+        s
+    };
+    let (sums, dx, dy) = match (want_dx, dx_into) {
+        (false, _) => {
+            let g = Planes::new(&mut dy, l);
+            (l.each_channel(|c| channel(c, g, None)), None, Some(dy))
+        }
         (true, None) => {
-            l.each_run_in_place(&mut dy, |first, out| pass(None, first, out));
-            (Some(dy), None)
+            let g = Planes::new(&mut dy, l);
+            (l.each_channel(|c| channel(c, g, Some(g))), Some(dy), None)
         }
         (true, Some(mut dx)) => {
             assert_eq!(
@@ -216,19 +268,85 @@ pub fn backward(
                 dy.len(),
                 "batch norm backward: dx_into as long as dy"
             );
-            let (per_task, run) = l.runs();
-            dx.par_chunks_mut(run)
-                .zip(dy.par_chunks(run))
-                .enumerate()
-                .for_each(|(t, (out, g))| pass(Some(g), t * per_task, out));
-            (Some(dx), Some(dy))
+            let (g, out) = (Planes::new(&mut dy, l), Planes::new(&mut dx, l));
+            (
+                l.each_channel(|c| channel(c, g, Some(out))),
+                Some(dx),
+                Some(dy),
+            )
         }
     };
     Gradients {
         dx,
-        dgamma: sum_dy_xhat.iter().map(|&v| v as f32).collect(),
-        dbeta: sum_dy.iter().map(|&v| v as f32).collect(),
+        dgamma: sums
+            .iter()
+            .zip(invstd)
+            .map(|(s, &k)| (s[1] * k as f64) as f32)
+            .collect(),
+        dbeta: sums.iter().map(|s| s[0] as f32).collect(),
         dy,
+    }
+}
+
+/// A buffer laid out as a [`Layout`] that parallel tasks share, each
+/// reading and writing only the planes of its own channels.
+#[derive(Clone, Copy)]
+pub(crate) struct Planes<T> {
+    data: *mut T,
+    l: Layout,
+}
+
+// SAFETY: tasks reach the buffer only through `plane` and `plane_mut`,
+// whose callers promise that no two tasks touch the same channel.
+unsafe impl<T: Send> Send for Planes<T> {}
+unsafe impl<T: Send> Sync for Planes<T> {}
+
+impl<T> Planes<T> {
+    /// `data` (exactly `l`'s values), borrowed for as long as the result
+    /// is used.
+    fn new(data: &mut [T], l: &Layout) -> Planes<T> {
+        assert_eq!(
+            data.len(),
+            l.batch * l.channels * l.plane,
+            "batch norm: buffer of {} values for {l:?}",
+            data.len()
+        );
+        Planes {
+            data: data.as_mut_ptr(),
+            l: *l,
+        }
+    }
+
+    /// Plane `(n, c)`.
+    ///
+    /// # Safety
+    /// No other reference to this plane may be in use while it is.
+    unsafe fn plane<'a>(self, n: usize, c: usize) -> &'a [T] {
+        assert!(n < self.l.batch && c < self.l.channels);
+        // SAFETY: inside the buffer (checked above); exclusive by the
+        // caller's promise.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.add((n * self.l.channels + c) * self.l.plane),
+                self.l.plane,
+            )
+        }
+    }
+
+    /// Plane `(n, c)`, writable.
+    ///
+    /// # Safety
+    /// No other reference to this plane may exist while it is in use.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn plane_mut<'a>(self, n: usize, c: usize) -> &'a mut [T] {
+        assert!(n < self.l.batch && c < self.l.channels);
+        // SAFETY: as in `plane`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.data.add((n * self.l.channels + c) * self.l.plane),
+                self.l.plane,
+            )
+        }
     }
 }
 
@@ -239,27 +357,26 @@ const LANES: usize = 16;
 pub(crate) trait Wide: Fma + Into<f64> {}
 impl<T: Fma + Into<f64>> Wide for T {}
 
-/// `[Σ f0(x, y), Σ f1(x, y)]` over the values of channel `c` in `x` and
-/// `y` (both laid out as `l`): each sum in 16 lanes, added to a float64
-/// total every [`FLUSH`] values and at the end; plane tails go to the
-/// totals directly. On planes of at least [`ALTERNATE`] values the two
-/// sums take each plane in turn, the second while the plane is in cache
-/// (one pass over the channel); on smaller ones, where that costs more
-/// than it saves, one pass per sum. The sums are the same either way.
+/// `[Σ f0(x, y), Σ f1(x, y)]` over the values of one channel, whose
+/// planes in image `n` are `planes(n)` (`x`'s and `y`'s, of `l.plane`
+/// values): each sum in 16 lanes, added to a float64 total every
+/// [`FLUSH`] values and at the end; plane tails go to the totals
+/// directly. On planes of at least [`ALTERNATE`] values the two sums take
+/// each plane in turn, the second while the plane is in cache (one pass
+/// over the channel); on smaller ones, where that costs more than it
+/// saves, one pass per sum. The sums are the same either way.
 #[inline(always)]
-fn channel_sums<T: Wide>(
+fn channel_sums<'a, T: Wide + 'a>(
     l: Layout,
-    c: usize,
-    x: &[T],
-    y: &[T],
+    planes: impl Fn(usize) -> (&'a [T], &'a [T]),
     f0: impl Fn(T, T) -> T,
     f1: impl Fn(T, T) -> T,
 ) -> [f64; 2] {
     if l.plane >= ALTERNATE {
-        sum_planes(l, c, x, y, &f0, Some(&f1))
+        sum_planes(l, &planes, &f0, Some(&f1))
     } else {
-        let [s0, _] = sum_planes(l, c, x, y, &f0, None::<&fn(T, T) -> T>);
-        let [s1, _] = sum_planes(l, c, x, y, &f1, None::<&fn(T, T) -> T>);
+        let [s0, _] = sum_planes(l, &planes, &f0, None::<&fn(T, T) -> T>);
+        let [s1, _] = sum_planes(l, &planes, &f1, None::<&fn(T, T) -> T>);
         [s0, s1]
     }
 }
@@ -271,15 +388,13 @@ fn channel_sums<T: Wide>(
 /// 0.45 ms).
 const ALTERNATE: usize = 256;
 
-/// `Σ f0(x, y)` and, when given, `Σ f1(x, y)` over channel `c`, plane
-/// by plane (see [`channel_sums`]; LLVM vectorises a loop of one sum, not
+/// `Σ f0(x, y)` and, when given, `Σ f1(x, y)` over one channel, plane by
+/// plane (see [`channel_sums`]; LLVM vectorises a loop of one sum, not
 /// one loop adding to both, which ran 3× slower).
 #[inline(always)]
-fn sum_planes<T: Wide, F0: Fn(T, T) -> T, F1: Fn(T, T) -> T>(
+fn sum_planes<'a, T: Wide + 'a, F0: Fn(T, T) -> T, F1: Fn(T, T) -> T>(
     l: Layout,
-    c: usize,
-    x: &[T],
-    y: &[T],
+    planes: &impl Fn(usize) -> (&'a [T], &'a [T]),
     f0: &F0,
     f1: Option<&F1>,
 ) -> [f64; 2] {
@@ -288,8 +403,7 @@ fn sum_planes<T: Wide, F0: Fn(T, T) -> T, F1: Fn(T, T) -> T>(
     let mut s = [[T::zero(); LANES]; 2];
     let mut run = 0;
     for n in 0..l.batch {
-        let at = (n * l.channels + c) * l.plane;
-        let (xp, yp) = (&x[at..][..l.plane], &y[at..][..l.plane]);
+        let (xp, yp) = planes(n);
         add_plane(&mut s[0], &mut total[0], xp, yp, f0);
         if let Some(f1) = f1 {
             add_plane(&mut s[1], &mut total[1], xp, yp, f1);
@@ -329,27 +443,65 @@ fn add_plane<T: Wide>(
     }
 }
 
+/// Plane `(n, c)` of `x`, laid out as `l`.
+#[inline(always)]
+fn plane_of<T>(x: &[T], l: Layout, n: usize, c: usize) -> &[T] {
+    &x[(n * l.channels + c) * l.plane..][..l.plane]
+}
+
 /// `out = [Σ (x − r), Σ (x − r)²]` over channel `c`.
 #[inline(always)]
 fn channel_moments<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) {
-    *out = channel_sums(l, c, x, x, |v, _| v - r, |v, _| (v - r) * (v - r));
+    let planes = |n| (plane_of(x, l, n, c), plane_of(x, l, n, c));
+    *out = channel_sums(l, planes, |v, _| v - r, |v, _| (v - r) * (v - r));
 }
 
-/// `out = [Σ g, Σ (x − mean) · g]` over channel `c`; with a mask `(scale,
-/// shift)`, `g` counts only where `x · scale + shift > 0`.
+/// Channel `c` of [`normalize_batch`]: its moments around `r` over the
+/// planes of `x` (laid out as `l`), then, while they are in cache,
+/// `out = max(x · scale + shift (+ residual), floor)` plane by plane with
+/// `(scale, shift) = map(moments)`. Callers run at most one task per
+/// channel: no other task may touch channel `c`'s planes of `out`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn channel_dot<T: Wide>(
+fn channel_normalize<T: Wide>(
     x: &[T],
-    g: &[T],
+    residual: Option<&[T]>,
+    out: Planes<MaybeUninit<T>>,
     l: Layout,
     c: usize,
+    r: T,
+    map: &mut dyn FnMut([f64; 2]) -> (T, T),
+    floor: T,
+) {
+    let mut s = [0f64; 2];
+    channel_moments(x, l, c, r, &mut s);
+    let maps = [map(s)];
+    let one = Layout {
+        batch: 1,
+        channels: 1,
+        plane: l.plane,
+    };
+    for n in 0..l.batch {
+        let res = residual.map(|r| plane_of(r, l, n, c));
+        // SAFETY: this task alone touches channel `c` (the caller's
+        // promise).
+        let dst = unsafe { out.plane_mut(n, c) };
+        affine_max(plane_of(x, l, n, c), res, one, 0, &maps, floor, dst);
+    }
+}
+
+/// `[Σ g, Σ (x − mean) · g]` over one channel whose planes in image `n`
+/// are `planes(n)` (`x`'s and `g`'s); with a mask `(scale, shift)`, `g`
+/// counts only where `x · scale + shift > 0`.
+#[inline(always)]
+fn channel_dot<'a, T: Wide + 'a>(
+    l: Layout,
+    planes: impl Fn(usize) -> (&'a [T], &'a [T]),
     mean: T,
     mask: Option<(T, T)>,
-    out: &mut [f64; 2],
-) {
+) -> [f64; 2] {
     match mask {
-        None => *out = channel_sums(l, c, x, g, |_, g| g, |v, g| (v - mean) * g),
+        None => channel_sums(l, planes, |_, g| g, |v, g| (v - mean) * g),
         Some((s, t)) => {
             let pass = |v: T, g| {
                 if v.fma(s, t) > T::zero() {
@@ -358,7 +510,63 @@ fn channel_dot<T: Wide>(
                     T::zero()
                 }
             };
-            *out = channel_sums(l, c, x, g, pass, |v, g| (v - mean) * pass(v, g));
+            channel_sums(l, planes, pass, |v, g| (v - mean) * pass(v, g))
+        }
+    }
+}
+
+/// Channel `c` of [`backward`]: `sums = [Σ g, Σ (x − mean) · g]` (see
+/// [`channel_dot`]) over the planes of `x` and `g` (both laid out as
+/// `l`), then, when `out` is given, right away while the channel's planes
+/// are in cache, its input gradient `out = k · g' + a · x + b` with
+/// `[k, a, b] = coef(sums)` (see [`axpb`]); `out` may be `g` itself.
+/// Callers run at most one task per channel: no other task may touch
+/// channel `c`'s planes of `g` or `out` meanwhile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn channel_backward<T: Wide>(
+    x: &[T],
+    g: Planes<T>,
+    out: Option<Planes<T>>,
+    l: Layout,
+    c: usize,
+    mean: T,
+    mask: Option<(T, T)>,
+    coef: &dyn Fn([f64; 2]) -> [T; 3],
+    sums: &mut [f64; 2],
+) {
+    // SAFETY (every plane access below): this task alone touches channel
+    // `c` (the caller's promise), and each plane reference ends before a
+    // writable one to the same plane is made.
+    *sums = channel_dot(
+        l,
+        |n| (plane_of(x, l, n, c), unsafe { g.plane(n, c) }),
+        mean,
+        mask,
+    );
+    let Some(out) = out else { return };
+    let coef = [coef(*sums)];
+    let mask = mask.as_ref().map(std::slice::from_ref);
+    let one = Layout {
+        batch: 1,
+        channels: 1,
+        plane: l.plane,
+    };
+    for n in 0..l.batch {
+        let v = plane_of(x, l, n, c);
+        if std::ptr::eq(out.data, g.data) {
+            axpb(unsafe { out.plane_mut(n, c) }, None, v, one, 0, &coef, mask);
+        } else {
+            let from = unsafe { g.plane(n, c) };
+            axpb(
+                unsafe { out.plane_mut(n, c) },
+                Some(from),
+                v,
+                one,
+                0,
+                &coef,
+                mask,
+            );
         }
     }
 }
@@ -455,8 +663,8 @@ fn affine_max<T: Fma>(
 }
 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
-crate::dispatch!(fn channel_dot_isa<T: Wide>(x: &[T], g: &[T], l: Layout, c: usize, mean: T, mask: Option<(T, T)>, out: &mut [f64; 2]) => channel_dot);
-crate::dispatch!(fn axpb_isa<T: Fma>(u: &mut [T], from: Option<&[T]>, v: &[T], l: Layout, first: usize, coef: &[[T; 3]], mask: Option<&[(T, T)]>) => axpb);
+crate::dispatch!(fn channel_normalize_isa<T: Wide>(x: &[T], residual: Option<&[T]>, out: Planes<MaybeUninit<T>>, l: Layout, c: usize, r: T, map: &mut dyn FnMut([f64; 2]) -> (T, T), floor: T) => channel_normalize);
+crate::dispatch!(fn channel_backward_isa<T: Wide>(x: &[T], g: Planes<T>, out: Option<Planes<T>>, l: Layout, c: usize, mean: T, mask: Option<(T, T)>, coef: &dyn Fn([f64; 2]) -> [T; 3], sums: &mut [f64; 2]) => channel_backward);
 crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], r: Option<&[T]>, l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
 
 #[cfg(test)]
@@ -559,6 +767,37 @@ mod tests {
             assert_eq!(apart.dy.as_ref(), Some(&dy));
             assert_eq!(apart.dx, in_place.dx);
             assert_eq!(apart.dgamma, in_place.dgamma);
+        }
+    }
+
+    /// The one-pass training normalisation gives exactly the statistics
+    /// and values of `batch_stats` followed by `normalize`, with and
+    /// without affine parameters, ReLU and residual, on planes with and
+    /// without a tail past the 16 lanes.
+    #[test]
+    fn normalize_batch_equals_statistics_then_normalize() {
+        for (batch, channels, plane) in [(4, 3, 49), (3, 5, 16), (2, 2, 300), (5, 4, 1)] {
+            let l = Layout {
+                batch,
+                channels,
+                plane,
+            };
+            let n = batch * channels * plane;
+            let x = values(n, 3.0, 1);
+            let residual = values(n, 0.0, 2);
+            let (g, b) = (values(channels, 1.0, 3), values(channels, 0.0, 4));
+            for (affine, relu, residual) in [
+                (None, false, None),
+                (Some((&g[..], &b[..])), true, None),
+                (Some((&g[..], &b[..])), true, Some(&residual[..])),
+            ] {
+                let (y, mean, var) = normalize_batch(&l, &x, 1e-5, affine, relu, residual);
+                let (want_mean, want_var) = batch_stats(&l, &x);
+                let invstd: Vec<f32> = want_var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+                let want = normalize(&l, &x, &want_mean, &invstd, affine, relu, residual);
+                assert_eq!((mean, var), (want_mean, want_var));
+                assert_eq!(y, want, "{l:?}, relu {relu}");
+            }
         }
     }
 }

@@ -100,49 +100,45 @@ fn batch_norm_then(
             )));
         }
     }
-    let (mean, var) = if args.training {
-        let m = l.per_channel();
-        if m < 2 {
-            return Err(Error::invalid(format!(
-                "batch_norm: training needs more than one value per channel, input {:?}",
-                x.shape()
-            )));
-        }
-        let (mean, var) = kernel::batch_stats(&l, &x.data());
-        if let Some((rm, rv)) = running {
-            let unbias = m as f32 / (m as f32 - 1.0);
-            let mo = args.momentum;
-            rm.data_mut()
-                .iter_mut()
-                .zip(&mean)
-                .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v);
-            rv.data_mut()
-                .iter_mut()
-                .zip(&var)
-                .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v * unbias);
-        }
-        (mean, var)
-    } else {
-        let (rm, rv) = running.ok_or_else(|| {
-            Error::invalid("batch_norm: evaluation mode needs the running mean and variance")
-        })?;
-        (rm.to_vec(), rv.to_vec())
-    };
-    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
-    let y = {
+    let (y, mean, var) = {
         let ad = affine.map(|(w, b)| (w.data(), b.data()));
         let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
         let rd = residual.map(|r| r.data());
-        kernel::normalize(
-            &l,
-            &x.data(),
-            &mean,
-            &invstd,
-            aff,
-            args.relu,
-            rd.as_deref().map(Vec::as_slice),
-        )
+        let res = rd.as_deref().map(Vec::as_slice);
+        if args.training {
+            let m = l.per_channel();
+            if m < 2 {
+                return Err(Error::invalid(format!(
+                    "batch_norm: training needs more than one value per channel, input {:?}",
+                    x.shape()
+                )));
+            }
+            let (y, mean, var) =
+                kernel::normalize_batch(&l, &x.data(), args.eps, aff, args.relu, res);
+            if let Some((rm, rv)) = running {
+                let unbias = m as f32 / (m as f32 - 1.0);
+                let mo = args.momentum;
+                rm.data_mut()
+                    .iter_mut()
+                    .zip(&mean)
+                    .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v);
+                rv.data_mut()
+                    .iter_mut()
+                    .zip(&var)
+                    .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v * unbias);
+            }
+            (y, mean, var)
+        } else {
+            let (rm, rv) = running.ok_or_else(|| {
+                Error::invalid("batch_norm: evaluation mode needs the running mean and variance")
+            })?;
+            let (mean, var) = (rm.to_vec(), rv.to_vec());
+            let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
+            let y = kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu, res);
+            (y, mean, var)
+        }
     };
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
     let mut inputs = vec![x];
     if let Some((w, b)) = affine {
         inputs.extend([w, b]);
