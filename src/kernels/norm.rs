@@ -46,6 +46,12 @@ impl Layout {
     }
 }
 
+/// Values per plane from which [`backward`] applies an output mask in
+/// each channel's passes instead of in a pass of its own (one thread,
+/// batch 16: 960 channels on 7 × 7 took 0.69 ms that way against 0.62;
+/// on 14 × 14 and 28 × 28 it saves 14–16 %).
+const MASK_IN_CHANNEL: usize = 128;
+
 /// Values one parallel task should cover at least.
 const MIN_TASK: usize = 1 << 13;
 
@@ -201,7 +207,10 @@ pub struct Gradients {
 /// in that one). With batch
 /// statistics (`training`) the mean and variance depend on `x`:
 /// `dx = γ · invstd · (dy − Σdy / M − x̂ · Σ(dy · x̂) / M)`;
-/// with running statistics `dx = γ · invstd · dy`.
+/// with running statistics `dx = γ · invstd · dy`. With `output_mask`
+/// (laid out like `dy`: the output of a ReLU after the normalisation and
+/// a residual add), `dy` first becomes 0 where the mask is not positive,
+/// in its buffer, which then also serves as the residual's gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     l: &Layout,
@@ -214,9 +223,31 @@ pub fn backward(
     relu: bool,
     want_dx: bool,
     dx_into: Option<Vec<f32>>,
+    output_mask: Option<&[f32]>,
 ) -> Gradients {
     // The ReLU's mask as (scale, shift): pass where x · scale + shift > 0.
     let mask = relu.then(|| scale_shift(mean, invstd, affine));
+    // The output mask goes with each channel's passes on planes of at
+    // least `MASK_IN_CHANNEL` values; on smaller ones a loop per plane
+    // costs more than a pass of its own over the whole buffer.
+    let output_mask = match output_mask {
+        Some(y) if l.plane < MASK_IN_CHANNEL => {
+            assert_eq!(
+                y.len(),
+                dy.len(),
+                "batch norm backward: output mask as long as dy"
+            );
+            dy.par_chunks_mut(MIN_TASK)
+                .zip(y.par_chunks(MIN_TASK))
+                .for_each(|(g, y)| {
+                    for (g, &y) in g.iter_mut().zip(y) {
+                        *g = if y > 0.0 { *g } else { 0.0 };
+                    }
+                });
+            None
+        }
+        mask => mask,
+    };
     // dx = k · g + a · x + b per channel, where
     // k · (g − mean_dy − (x − mean) · invstd · mean_dy_xhat)
     //   = k · g + a · x + b   (a = b = 0 with running statistics),
@@ -242,6 +273,7 @@ pub fn backward(
         channel_backward_isa(
             Isa::best(),
             x,
+            output_mask,
             g,
             out,
             *l,
@@ -520,12 +552,14 @@ fn channel_dot<'a, T: Wide + 'a>(
 /// `l`), then, when `out` is given, right away while the channel's planes
 /// are in cache, its input gradient `out = k · g' + a · x + b` with
 /// `[k, a, b] = coef(sums)` (see [`axpb`]); `out` may be `g` itself.
+/// With `y`, `g` first becomes 0 wherever `y` is not positive, in place.
 /// Callers run at most one task per channel: no other task may touch
 /// channel `c`'s planes of `g` or `out` meanwhile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn channel_backward<T: Wide>(
     x: &[T],
+    y: Option<&[T]>,
     g: Planes<T>,
     out: Option<Planes<T>>,
     l: Layout,
@@ -538,6 +572,14 @@ fn channel_backward<T: Wide>(
     // SAFETY (every plane access below): this task alone touches channel
     // `c` (the caller's promise), and each plane reference ends before a
     // writable one to the same plane is made.
+    if let Some(y) = y {
+        for n in 0..l.batch {
+            let g = unsafe { g.plane_mut(n, c) };
+            for (g, &y) in g.iter_mut().zip(plane_of(y, l, n, c)) {
+                *g = if y > T::zero() { *g } else { T::zero() };
+            }
+        }
+    }
     *sums = channel_dot(
         l,
         |n| (plane_of(x, l, n, c), unsafe { g.plane(n, c) }),
@@ -664,7 +706,7 @@ fn affine_max<T: Fma>(
 
 crate::dispatch!(fn channel_moments_isa<T: Wide>(x: &[T], l: Layout, c: usize, r: T, out: &mut [f64; 2]) => channel_moments);
 crate::dispatch!(fn channel_normalize_isa<T: Wide>(x: &[T], residual: Option<&[T]>, out: Planes<MaybeUninit<T>>, l: Layout, c: usize, r: T, map: &mut dyn FnMut([f64; 2]) -> (T, T), floor: T) => channel_normalize);
-crate::dispatch!(fn channel_backward_isa<T: Wide>(x: &[T], g: Planes<T>, out: Option<Planes<T>>, l: Layout, c: usize, mean: T, mask: Option<(T, T)>, coef: &dyn Fn([f64; 2]) -> [T; 3], sums: &mut [f64; 2]) => channel_backward);
+crate::dispatch!(fn channel_backward_isa<T: Wide>(x: &[T], y: Option<&[T]>, g: Planes<T>, out: Option<Planes<T>>, l: Layout, c: usize, mean: T, mask: Option<(T, T)>, coef: &dyn Fn([f64; 2]) -> [T; 3], sums: &mut [f64; 2]) => channel_backward);
 crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], r: Option<&[T]>, l: Layout, first: usize, maps: &[(T, T)], floor: T, out: &mut [MaybeUninit<T>]) => affine_max);
 
 #[cfg(test)]
@@ -707,6 +749,7 @@ mod tests {
                 false,
                 false,
                 None,
+                None,
             );
             for c in 0..channels {
                 let each = || (0..batch).flat_map(move |b| (0..plane).map(move |i| at(b, c, i)));
@@ -733,26 +776,42 @@ mod tests {
     }
 
     /// `dx` in a buffer of its own (NaN before) equals `dx` in `dy`'s, with
-    /// and without the ReLU's mask, and `dy` comes back unchanged.
+    /// and without the ReLU's mask, and `dy` comes back unchanged; with an
+    /// output mask (applied in its own pass on small planes, in each
+    /// channel's on larger ones), `dy` comes back masked and the gradients
+    /// equal those of the masked `dy`.
     #[test]
     fn input_gradient_in_another_buffer_equals_the_one_in_place() {
+        for plane in [50, 2 * MASK_IN_CHANNEL + 3] {
+            input_gradients_agree(plane);
+        }
+    }
+
+    fn input_gradients_agree(plane: usize) {
         let l = Layout {
             batch: 3,
             channels: 4,
-            plane: 50,
+            plane,
         };
         let n = l.batch * l.channels * l.plane;
         let (x, dy) = (values(n, 0.0, 3), values(n, 0.2, 4));
+        let y = values(n, 0.0, 7);
+        let masked: Vec<f32> = dy
+            .iter()
+            .zip(&y)
+            .map(|(&d, &y)| if y > 0.0 { d } else { 0.0 })
+            .collect();
+        assert!(masked.iter().zip(&dy).any(|(m, d)| m != d));
         let (mean, var) = batch_stats(&l, &x);
         let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
         let (gamma, beta) = (values(4, 1.0, 5), values(4, 0.0, 6));
-        for relu in [false, true] {
-            let run = |into: Option<Vec<f32>>| {
+        for (relu, mask) in [(false, None), (true, None), (false, Some(&y[..]))] {
+            let run = |dy: &[f32], into: Option<Vec<f32>>, mask| {
                 let aff = Some((gamma.as_slice(), beta.as_slice()));
                 backward(
                     &l,
                     &x,
-                    dy.clone(),
+                    dy.to_vec(),
                     &mean,
                     &invstd,
                     aff,
@@ -760,13 +819,22 @@ mod tests {
                     relu,
                     true,
                     into,
+                    mask,
                 )
             };
-            let (in_place, apart) = (run(None), run(Some(vec![f32::NAN; n])));
+            let in_place = run(&dy, None, mask);
+            let apart = run(&dy, Some(vec![f32::NAN; n]), mask);
             assert!(in_place.dy.is_none());
-            assert_eq!(apart.dy.as_ref(), Some(&dy));
+            let want_dy = if mask.is_some() { &masked } else { &dy };
+            assert_eq!(apart.dy.as_ref(), Some(want_dy));
             assert_eq!(apart.dx, in_place.dx);
             assert_eq!(apart.dgamma, in_place.dgamma);
+            if mask.is_some() {
+                let premasked = run(&masked, None, None);
+                assert_eq!(premasked.dx, in_place.dx);
+                assert_eq!(premasked.dgamma, in_place.dgamma);
+                assert_eq!(premasked.dbeta, in_place.dbeta);
+            }
         }
     }
 

@@ -1,6 +1,5 @@
 //! `batch_norm` over the channels of `[N, C, H, W]` (or `[N, C]`) data.
 
-use super::elementwise::pass_where_positive;
 use crate::error::{Error, Result};
 use crate::kernels::norm::{self as kernel, Layout};
 use crate::tensor::Tensor;
@@ -158,11 +157,10 @@ fn batch_norm_then(
         x.shape().to_vec(),
         &inputs,
         move |dy, needs, y| {
-            // With a residual the ReLU's mask comes from the output (the sum),
-            // and the residual's gradient is the masked `dy`.
-            let dy = if adds { pass_where_positive(dy, y) } else { dy };
-            // The residual's gradient is `dy` itself: `dx` then goes to
-            // another buffer (the kernel overwrites it whole).
+            // With a residual the ReLU's mask comes from the output (the
+            // sum): the kernel masks `dy` in its buffer, which is then the
+            // residual's gradient, and `dx` goes to another buffer (the
+            // kernel overwrites it whole).
             let keep_dy = adds && needs[needs.len() - 1];
             let dx_into = (keep_dy && needs[0]).then(|| crate::tensor::recycle::take(dy.len()));
             let ad = affine_saved.as_ref().map(|(w, b)| (w.data(), b.data()));
@@ -183,6 +181,7 @@ fn batch_norm_then(
                 args.relu && !adds,
                 needs[0],
                 dx_into,
+                adds.then_some(y),
             );
             let d_residual = dy.filter(|_| keep_dy);
             let mut grads = vec![dx];
