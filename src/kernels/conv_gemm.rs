@@ -126,12 +126,12 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     } = Sizes::new(s);
     let packed = packed_images(s).is_some();
     let rows = [s.group_out(), k];
-    let dots = !packed && RowDots::suits(rows, p);
+    let use_dots = !packed && RowDots::suits(rows, p);
     let isa = Isa::best();
     super::conv::weight_grad_tasks(
         s,
         dw,
-        || (Sizes::new(s).cols(), dots.then(|| RowDots::new(rows))),
+        || (Sizes::new(s).cols(), use_dots.then(|| RowDots::new(rows))),
         |(cols, dots), images, g, dw_group, tasks| {
             let inner = inner_parallelism(tasks);
             if packed {

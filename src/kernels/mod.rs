@@ -100,6 +100,25 @@ pub fn par_zip_map(
     v
 }
 
+/// `g[i] = 0` wherever `y[i]` is not positive (`g` and `y` of one length),
+/// in place, by parallel tasks over chunks of `chunk` values: the gradient
+/// through a ReLU from its output.
+pub fn pass_where_positive(g: &mut [f32], y: &[f32], chunk: usize) {
+    assert_eq!(
+        g.len(),
+        y.len(),
+        "pass_where_positive: operands of one length"
+    );
+    let chunk = chunk.max(1);
+    g.par_chunks_mut(chunk)
+        .zip(y.par_chunks(chunk))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                *g = if y > 0.0 { *g } else { 0.0 };
+            }
+        });
+}
+
 /// `f(a[i])` for every `i` into a new vector: [`par_zip_map`] of one
 /// operand.
 pub fn par_map(a: &[f32], chunk: usize, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {

@@ -117,12 +117,7 @@ pub fn normalize_batch(
         let mut stats = (0.0, 0.0);
         let map = |s: [f64; 2]| {
             stats = mean_var(l, r, s);
-            let invstd = 1.0 / (stats.1 + eps).sqrt();
-            scale_shift(
-                &[stats.0],
-                &[invstd],
-                affine.map(|(g, b)| (&g[c..=c], &b[c..=c])),
-            )[0]
+            channel_scale_shift(stats.0, 1.0 / (stats.1 + eps).sqrt(), affine, c)
         };
         // One task per channel: the planes it writes are its own.
         channel_normalize_isa(Isa::best(), x, residual, out, *l, c, r, &mut { map }, floor);
@@ -139,12 +134,20 @@ pub fn normalize_batch(
 /// `y = x · scale + shift` with `scale = invstd · γ`, `shift = β − mean · scale`.
 fn scale_shift(mean: &[f32], invstd: &[f32], affine: Option<(&[f32], &[f32])>) -> Vec<(f32, f32)> {
     (0..mean.len())
-        .map(|c| {
-            let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
-            let scale = invstd[c] * g;
-            (scale, b - mean[c] * scale)
-        })
+        .map(|c| channel_scale_shift(mean[c], invstd[c], affine, c))
         .collect()
+}
+
+/// [`scale_shift`] of channel `c` alone.
+fn channel_scale_shift(
+    mean: f32,
+    invstd: f32,
+    affine: Option<(&[f32], &[f32])>,
+    c: usize,
+) -> (f32, f32) {
+    let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (g[c], b[c]));
+    let scale = invstd * g;
+    (scale, b - mean * scale)
 }
 
 /// `y = (x − mean) · invstd · γ + β` (γ = 1, β = 0 when absent), plus
@@ -232,18 +235,7 @@ pub fn backward(
     // costs more than a pass of its own over the whole buffer.
     let output_mask = match output_mask {
         Some(y) if l.plane < MASK_IN_CHANNEL => {
-            assert_eq!(
-                y.len(),
-                dy.len(),
-                "batch norm backward: output mask as long as dy"
-            );
-            dy.par_chunks_mut(MIN_TASK)
-                .zip(y.par_chunks(MIN_TASK))
-                .for_each(|(g, y)| {
-                    for (g, &y) in g.iter_mut().zip(y) {
-                        *g = if y > 0.0 { *g } else { 0.0 };
-                    }
-                });
+            super::pass_where_positive(&mut dy, y, MIN_TASK);
             None
         }
         mask => mask,
@@ -587,66 +579,31 @@ fn channel_backward<T: Wide>(
         mask,
     );
     let Some(out) = out else { return };
-    let coef = [coef(*sums)];
-    let mask = mask.as_ref().map(std::slice::from_ref);
-    let one = Layout {
-        batch: 1,
-        channels: 1,
-        plane: l.plane,
-    };
+    let coef = coef(*sums);
+    let in_place = std::ptr::eq(out.data, g.data);
     for n in 0..l.batch {
-        let v = plane_of(x, l, n, c);
-        if std::ptr::eq(out.data, g.data) {
-            axpb(unsafe { out.plane_mut(n, c) }, None, v, one, 0, &coef, mask);
-        } else {
-            let from = unsafe { g.plane(n, c) };
-            axpb(
-                unsafe { out.plane_mut(n, c) },
-                Some(from),
-                v,
-                one,
-                0,
-                &coef,
-                mask,
-            );
-        }
+        let from = (!in_place).then(|| unsafe { g.plane(n, c) });
+        let u = unsafe { out.plane_mut(n, c) };
+        axpb(u, from, plane_of(x, l, n, c), coef, mask);
     }
 }
 
-/// Over a run of whole planes starting at plane `first`: `u = k · g' + a ·
-/// v + b` with the coefficients `[k, a, b]` of each plane's channel, where
-/// `g` is `from` (as long as `u`) or, without it, `u` itself (in place),
-/// and `g' = g`, or with masks `(scale, shift)` per channel, `g` where
-/// `v · scale + shift > 0` and 0 elsewhere.
+/// Over one plane: `u = k · g' + a · v + b` with `[k, a, b]`, where `g`
+/// is `from` (as long as `u`) or, without it, `u` itself (in place), and
+/// `g' = g`, or with a mask `(scale, shift)`, `g` where `v · scale + shift
+/// > 0` and 0 elsewhere.
 #[inline(always)]
-fn axpb<T: Fma>(
-    u: &mut [T],
-    from: Option<&[T]>,
-    v: &[T],
-    l: Layout,
-    first: usize,
-    coef: &[[T; 3]],
-    mask: Option<&[(T, T)]>,
-) {
-    let p = l.plane.max(1);
-    for (i, v) in v.chunks_exact(p).enumerate() {
-        let c = (first + i) % l.channels;
-        let [k, a, b] = coef[c];
-        let (u, g) = (&mut u[i * p..][..p], from.map(|g| &g[i * p..][..p]));
-        match mask {
-            None => plane_map(u, g, v, |g, v| g.fma(k, v.fma(a, b))),
-            Some(mask) => {
-                let (s, t) = mask[c];
-                plane_map(u, g, v, |g, v| {
-                    let g = if v.fma(s, t) > T::zero() {
-                        g
-                    } else {
-                        T::zero()
-                    };
-                    g.fma(k, v.fma(a, b))
-                });
-            }
-        }
+fn axpb<T: Fma>(u: &mut [T], from: Option<&[T]>, v: &[T], [k, a, b]: [T; 3], mask: Option<(T, T)>) {
+    match mask {
+        None => plane_map(u, from, v, |g, v| g.fma(k, v.fma(a, b))),
+        Some((s, t)) => plane_map(u, from, v, |g, v| {
+            let g = if v.fma(s, t) > T::zero() {
+                g
+            } else {
+                T::zero()
+            };
+            g.fma(k, v.fma(a, b))
+        }),
     }
 }
 

@@ -1,10 +1,9 @@
 //! Element-wise operations and the full sum.
 
 use crate::error::{Error, Result};
-use crate::kernels::{par_map, par_zip_map};
+use crate::kernels::{self, par_map, par_zip_map};
 use crate::simd::relu_value;
 use crate::tensor::Tensor;
-use rayon::prelude::*;
 
 /// Chunk of the parallel element-wise loops (large enough to amortise a
 /// task, small enough to spread a layer over the threads).
@@ -26,13 +25,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// `dy` where `y > 0`, else 0, in `dy`'s buffer: the gradient through a
 /// ReLU from its output.
 pub(crate) fn pass_where_positive(mut dy: Vec<f32>, y: &[f32]) -> Vec<f32> {
-    dy.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .for_each(|(d, y)| {
-            for (d, &y) in d.iter_mut().zip(y) {
-                *d = if y > 0.0 { *d } else { 0.0 };
-            }
-        });
+    kernels::pass_where_positive(&mut dy, y, CHUNK);
     dy
 }
 

@@ -99,7 +99,7 @@ fn batch_norm_then(
             )));
         }
     }
-    let (y, mean, var) = {
+    let (y, mean, invstd) = {
         let ad = affine.map(|(w, b)| (w.data(), b.data()));
         let aff = ad.as_ref().map(|(w, b)| (w.as_slice(), b.as_slice()));
         let rd = residual.map(|r| r.data());
@@ -126,7 +126,8 @@ fn batch_norm_then(
                     .zip(&var)
                     .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v * unbias);
             }
-            (y, mean, var)
+            let invstd = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
+            (y, mean, invstd)
         } else {
             let (rm, rv) = running.ok_or_else(|| {
                 Error::invalid("batch_norm: evaluation mode needs the running mean and variance")
@@ -134,10 +135,9 @@ fn batch_norm_then(
             let (mean, var) = (rm.to_vec(), rv.to_vec());
             let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
             let y = kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu, res);
-            (y, mean, var)
+            (y, mean, invstd)
         }
     };
-    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
     let mut inputs = vec![x];
     if let Some((w, b)) = affine {
         inputs.extend([w, b]);
