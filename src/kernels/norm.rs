@@ -60,10 +60,12 @@ const MASK_IN_CHANNEL: usize = 128;
 /// channel's pass right after its sums: a channel's tiny planes, a whole
 /// image apart, cost more one at a time than a second read of the tensor.
 /// One thread, batch 32, ms, per channel → separate pass: forward, 432
-/// channels of 4 × 4 0.171 → 0.117, 480 of 7 × 7 0.447 → 0.353, 216 of
-/// 8 × 8 0.159 → 0.155, 240 of 14 × 14 0.496 → 0.635; backward with an
-/// output mask, 4 × 4 0.226 → 0.207, 7 × 7 0.852 → 0.831, 8 × 8 0.342 →
-/// 0.398.
+/// channels of 4 × 4 0.171 → 0.117, 480 of 7 × 7 0.447 → 0.353; backward
+/// with an output mask, 4 × 4 0.226 → 0.207, 7 × 7 0.852 → 0.831. On
+/// 8 × 8 that hot-cache harness favoured the channel passes backward
+/// (0.342 against 0.398), but whole training steps of the Fashion-MNIST
+/// model (8 × 8 and 4 × 4 planes) were faster with 128 than with 64
+/// (103.8–114.9 against 109.5–117.1 ms); 512 gained nothing more.
 const SMALL_PLANE: usize = 128;
 
 /// Values one parallel task should cover at least.
