@@ -301,6 +301,13 @@ pub fn backward(
         );
         s
     };
+    if let Some(dx) = &dx_into {
+        assert_eq!(
+            dx.len(),
+            dy.len(),
+            "batch norm backward: dx_into as long as dy"
+        );
+    }
     let (sums, dx, dy) = match (want_dx, dx_into) {
         (false, _) => {
             let g = Planes::new(&mut dy, l);
@@ -319,11 +326,6 @@ pub fn backward(
                     (sums, Some(dy), None)
                 }
                 Some(mut dx) => {
-                    assert_eq!(
-                        dx.len(),
-                        dy.len(),
-                        "batch norm backward: dx_into as long as dy"
-                    );
                     input_grad_runs(l, x, Some(&dy), &mut dx, &coefs, masks);
                     (sums, Some(dx), Some(dy))
                 }
@@ -334,11 +336,6 @@ pub fn backward(
             (l.each_channel(|c| channel(c, g, Some(g))), Some(dy), None)
         }
         (true, Some(mut dx)) => {
-            assert_eq!(
-                dx.len(),
-                dy.len(),
-                "batch norm backward: dx_into as long as dy"
-            );
             let (g, out) = (Planes::new(&mut dy, l), Planes::new(&mut dx, l));
             (
                 l.each_channel(|c| channel(c, g, Some(out))),
