@@ -148,6 +148,15 @@ pub(crate) fn mul_add_lanes<T: Fma>(acc: &mut Lanes<T>, a: &Lanes<T>, b: &Lanes<
     }
 }
 
+/// `acc[j] += x[j]` lane by lane: a register tile's sums added to the
+/// partial sums kept between images.
+#[inline(always)]
+pub(crate) fn add_lanes<T: Fma>(acc: &mut Lanes<T>, x: &Lanes<T>) {
+    for j in 0..LANES {
+        acc[j] = acc[j] + x[j];
+    }
+}
+
 /// Lane `j` of `t[i]` gets value `i` of plane `j` of `planes` (planes of
 /// `t.len()` values; lanes past the last plane are left as they are).
 #[inline(always)]

@@ -18,7 +18,7 @@ use super::phase::Geometry;
 use super::shuffle::Permutation;
 use crate::error::Result;
 use crate::signal::Scalar;
-use crate::simd::{Fma, Isa, LANES, Lanes, Shares, Trickle, fma_lanes, mul_add_lanes};
+use crate::simd::{Fma, Isa, LANES, Lanes, Shares, Trickle, add_lanes, fma_lanes, mul_add_lanes};
 use rayon::prelude::*;
 
 /// The most output positions per register tile (four AVX-512 vectors);
@@ -995,9 +995,7 @@ fn tap_tile<T: Fma>(dys: &[Lanes<T>], plane: &[T], offsets: &[usize], sums: &mut
         }
     }
     for (s, a) in sums.iter_mut().zip(&a) {
-        for (s, &v) in s.iter_mut().zip(a) {
-            *s = *s + v;
-        }
+        add_lanes(s, a);
     }
 }
 

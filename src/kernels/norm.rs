@@ -89,6 +89,11 @@ pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
     .unzip()
 }
 
+/// `1 / sqrt(var + eps)` per channel.
+pub fn inv_std(var: &[f32], eps: f32) -> Vec<f32> {
+    var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect()
+}
+
 /// The mean and biased variance of a channel of `l` from its moments
 /// around `r`, `s = [Σ (x − r), Σ (x − r)²]`.
 fn mean_var(l: &Layout, r: f32, s: [f64; 2]) -> (f32, f32) {
@@ -130,8 +135,7 @@ pub fn normalize_batch(
     }
     if l.plane < SMALL_PLANE {
         let (mean, var) = batch_stats(l, x);
-        let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-        let y = normalize(l, x, &mean, &invstd, affine, relu, residual);
+        let y = normalize(l, x, &mean, &inv_std(&var, eps), affine, relu, residual);
         return (y, mean, var);
     }
     let mut y = Vec::with_capacity(len);
@@ -756,6 +760,17 @@ crate::dispatch!(fn affine_max_isa<T: Fma>(x: &[T], r: Option<&[T]>, l: Layout, 
 mod tests {
     use super::*;
 
+    /// The layout of `batch` images of `channels` planes of `plane` values,
+    /// and its number of values.
+    fn layout(batch: usize, channels: usize, plane: usize) -> (Layout, usize) {
+        let l = Layout {
+            batch,
+            channels,
+            plane,
+        };
+        (l, batch * channels * plane)
+    }
+
     /// Deterministic values around `offset` (spread about ±1).
     fn values(n: usize, offset: f32, seed: usize) -> Vec<f32> {
         (0..n)
@@ -770,18 +785,13 @@ mod tests {
     #[test]
     fn statistics_and_gradients_match_float64_sums() {
         for (batch, channels, plane) in [(40, 3, 49), (3, 5, 16), (2, 2, 1000), (7, 4, 5)] {
-            let l = Layout {
-                batch,
-                channels,
-                plane,
-            };
-            let n = batch * channels * plane;
+            let (l, n) = layout(batch, channels, plane);
             let x = values(n, 1000.0, 1);
             let dy = values(n, 0.5, 2);
             let at = |b: usize, c: usize, i: usize| (b * channels + c) * plane + i;
             let (mean, var) = batch_stats(&l, &x);
             let m = l.per_channel() as f64;
-            let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+            let invstd = inv_std(&var, 1e-5);
             let Gradients {
                 dgamma, dbeta, dx, ..
             } = backward(
@@ -845,12 +855,7 @@ mod tests {
     }
 
     fn input_gradients_agree(plane: usize) {
-        let l = Layout {
-            batch: 3,
-            channels: 4,
-            plane,
-        };
-        let n = l.batch * l.channels * l.plane;
+        let (l, n) = layout(3, 4, plane);
         let (x, dy) = (values(n, 0.0, 3), values(n, 0.2, 4));
         let y = values(n, 0.0, 7);
         let masked: Vec<f32> = dy
@@ -860,7 +865,7 @@ mod tests {
             .collect();
         assert!(masked.iter().zip(&dy).any(|(m, d)| m != d));
         let (mean, var) = batch_stats(&l, &x);
-        let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+        let invstd = inv_std(&var, 1e-5);
         let (gamma, beta) = (values(4, 1.0, 5), values(4, 0.0, 6));
         for (relu, mask) in [(false, None), (true, None), (false, Some(&y[..]))] {
             let run = |dy: &[f32], into: Option<Vec<f32>>, mask| {
@@ -898,16 +903,18 @@ mod tests {
     /// The one-pass training normalisation gives exactly the statistics
     /// and values of `batch_stats` followed by `normalize`, with and
     /// without affine parameters, ReLU and residual, on planes with and
-    /// without a tail past the 16 lanes.
+    /// without a tail past the 16 lanes, below and above [`SMALL_PLANE`].
     #[test]
     fn normalize_batch_equals_statistics_then_normalize() {
-        for (batch, channels, plane) in [(4, 3, 49), (3, 5, 16), (2, 2, 300), (5, 4, 1)] {
-            let l = Layout {
-                batch,
-                channels,
-                plane,
-            };
-            let n = batch * channels * plane;
+        let cases = [
+            (4, 3, 49),
+            (3, 5, 16),
+            (2, 2, 300),
+            (3, 3, 2 * SMALL_PLANE),
+            (5, 4, 1),
+        ];
+        for (batch, channels, plane) in cases {
+            let (l, n) = layout(batch, channels, plane);
             let x = values(n, 3.0, 1);
             let residual = values(n, 0.0, 2);
             let (g, b) = (values(channels, 1.0, 3), values(channels, 0.0, 4));
@@ -918,7 +925,7 @@ mod tests {
             ] {
                 let (y, mean, var) = normalize_batch(&l, &x, 1e-5, affine, relu, residual);
                 let (want_mean, want_var) = batch_stats(&l, &x);
-                let invstd: Vec<f32> = want_var.iter().map(|v| 1.0 / (v + 1e-5).sqrt()).collect();
+                let invstd = inv_std(&want_var, 1e-5);
                 let want = normalize(&l, &x, &want_mean, &invstd, affine, relu, residual);
                 assert_eq!((mean, var), (want_mean, want_var));
                 assert_eq!(y, want, "{l:?}, relu {relu}");

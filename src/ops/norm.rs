@@ -126,14 +126,13 @@ fn batch_norm_then(
                     .zip(&var)
                     .for_each(|(r, &v)| *r = (1.0 - mo) * *r + mo * v * unbias);
             }
-            let invstd = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
-            (y, mean, invstd)
+            (y, mean, kernel::inv_std(&var, args.eps))
         } else {
             let (rm, rv) = running.ok_or_else(|| {
                 Error::invalid("batch_norm: evaluation mode needs the running mean and variance")
             })?;
             let (mean, var) = (rm.to_vec(), rv.to_vec());
-            let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + args.eps).sqrt()).collect();
+            let invstd = kernel::inv_std(&var, args.eps);
             let y = kernel::normalize(&l, &x.data(), &mean, &invstd, aff, args.relu, res);
             (y, mean, invstd)
         }
