@@ -251,7 +251,7 @@ pub struct EvalArgs {
     /// Use only the first N images.
     #[arg(long)]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = train::EVAL_BATCH)]
     batch_size: usize,
     /// Image size for --dataset folder.
     #[arg(long, num_args = 2, value_names = ["H", "W"], default_values_t = [32, 32])]

@@ -24,6 +24,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Images per evaluation batch. Small batches keep the activations in the
+/// cache: the default model's test pass with flip TTA (`gconv eval
+/// --flip-tta`, 10,000 images, three alternating rounds) took 7.8-8.1 s at
+/// 32 against 9.3-9.8 s at 256.
+pub const EVAL_BATCH: usize = 32;
+
 /// One line of `metrics.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -253,7 +259,7 @@ pub fn train(
             model.as_ref(),
             &data.test,
             &data.normalize,
-            256,
+            EVAL_BATCH,
             config.flip_tta,
         )?;
         progress.epoch = epoch + 1;
