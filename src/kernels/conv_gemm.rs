@@ -182,7 +182,7 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 }
 
 /// Whether a pointwise layer runs on the inference kernels of
-/// [`pointwise`] (weights packed per call, inputs read in place, results
+/// [`pointwise`](super::pointwise) (weights packed per call, inputs read in place, results
 /// stored once) instead of [`packed_pointwise`]'s copies and GEMMs: planes
 /// of 64 positions (8 × 8) with at most 256 input and output channels per
 /// group. `gconv bench train`, alternating rounds, ms per step: the
@@ -199,7 +199,7 @@ fn in_place(s: &Conv2dShape) -> bool {
     pointwise && p == 64 && s.group_in() <= 256 && s.group_out() <= 256
 }
 
-/// `dst = conv1x1(src, w) + bias` on the [`pointwise`] kernels, `src` with
+/// `dst = conv1x1(src, w) + bias` on the [`pointwise`](super::pointwise) kernels, `src` with
 /// `channels[0]` and `dst` with `channels[1]` channels, `w` as
 /// `[channels[1], channels[0] / groups]`.
 fn in_place_pointwise(
