@@ -405,7 +405,7 @@ impl<'a> Trickle<'a> {
 /// values again to cover the tail. (The compiler turns a plain loop of
 /// such moves back into a `memcpy` call; the source address of each chunk
 /// goes through [`std::hint::black_box`], a store and a load on the
-/// stack, to keep the moves inline. Rows of 17–32 values, as 28 × 28
+/// stack, to keep the moves inline. Rows of 16–32 values, as 28 × 28
 /// planes, went through that loop until they took two moves: batch-1
 /// inference 2–3 % faster, three rounds.)
 #[inline(always)]

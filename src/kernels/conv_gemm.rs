@@ -182,26 +182,27 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 }
 
 /// Whether a pointwise layer runs on the inference kernels of
-/// [`pointwise`](super::pointwise) (weights packed per call, inputs read in place, results
-/// stored once) instead of [`packed_pointwise`]'s copies and GEMMs: planes
-/// of 64 positions (8 × 8) with at most 256 input and output channels per
-/// group. `gconv bench train`, alternating rounds, ms per step: the
-/// Fashion-MNIST model (its 8 × 8 layers have 54–216 channels), six
-/// rounds, 103.2–115.2 with GEMMs, 95.6–106.3 with these kernels forward
-/// and for the input gradient; `shufflenet_g3_w1_cifar`, three rounds,
-/// 207.4–233.0 against 204.9–223.9. Same values: the kernels add the
-/// products in the GEMMs' order. On one thread, batch 32, the GEMMs were ahead
-/// on 4 × 4 planes (432 → 108: 0.38 against 0.80 ms), 7 × 7 (576 → 144:
-/// 1.93 against 2.46), 14 × 14 and 16 × 16 (108 → 27: 0.34 against 0.41)
-/// and on ResNeXt-29's 8 × 8 layers (512 → 1024: 11.6 against 14.2).
+/// [`pointwise`](super::pointwise) (weights packed per call, inputs read
+/// in place, results stored once) instead of [`packed_pointwise`]'s
+/// copies and GEMMs: planes of 64 positions (8 × 8) with at most 256
+/// input and output channels per group. `gconv bench train`, alternating
+/// rounds, ms per step: the Fashion-MNIST model (its 8 × 8 layers have
+/// 54–216 channels), six rounds, 103.2–115.2 with GEMMs, 95.6–106.3 with
+/// these kernels forward and for the input gradient;
+/// `shufflenet_g3_w1_cifar`, three rounds, 207.4–233.0 against
+/// 204.9–223.9. Same values: the kernels add the products in the GEMMs'
+/// order. On one thread, batch 32, the GEMMs were ahead on 4 × 4 planes
+/// (432 → 108: 0.38 against 0.80 ms), 7 × 7 (576 → 144: 1.93 against
+/// 2.46), 14 × 14 and 16 × 16 (108 → 27: 0.34 against 0.41) and on
+/// ResNeXt-29's 8 × 8 layers (512 → 1024: 11.6 against 14.2).
 fn in_place(s: &Conv2dShape) -> bool {
     let Sizes { p, pointwise, .. } = Sizes::new(s);
     pointwise && p == 64 && s.group_in() <= 256 && s.group_out() <= 256
 }
 
-/// `dst = conv1x1(src, w) + bias` on the [`pointwise`](super::pointwise) kernels, `src` with
-/// `channels[0]` and `dst` with `channels[1]` channels, `w` as
-/// `[channels[1], channels[0] / groups]`.
+/// `dst = conv1x1(src, w) + bias` on the [`pointwise`](super::pointwise)
+/// kernels, `src` with `channels[0]` and `dst` with `channels[1]`
+/// channels, `w` as `[channels[1], channels[0] / groups]`.
 fn in_place_pointwise(
     s: &Conv2dShape,
     [cin, cout]: [usize; 2],
