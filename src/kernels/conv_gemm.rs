@@ -9,6 +9,7 @@
 
 use super::conv::Conv2dShape;
 use super::matmul::{Mat, inner_parallelism, matmul};
+use super::pointwise::{self, Epilogue, PackedWeights, Placement, PointwiseShape, Residual};
 use super::row_dots::RowDots;
 use crate::error::Result;
 use crate::signal::Scalar;
@@ -32,7 +33,8 @@ pub fn forward(
         p, k, pointwise, ..
     } = Sizes::new(s);
     if in_place(s) {
-        return in_place_pointwise(s, [s.in_channels, s.out_channels], x, w, bias, y);
+        let pack = |ps: &PointwiseShape| PackedWeights::new(ps, w);
+        return in_place_pointwise(s, [s.in_channels, s.out_channels], x, pack, bias, y);
     }
     if let Some(images) = packed_images(s) {
         let lhs = |g| Mat::rows(s.weight_group(w, g), k);
@@ -100,18 +102,9 @@ fn input_grad(s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<
         p, k, pointwise, ..
     } = Sizes::new(s);
     if in_place(s) {
-        // Each group's weights transposed, `[C_in/g, C_out/g]`: the
-        // input gradient is the pointwise conv of `dy` with them.
-        let (ci, co) = (s.group_in(), s.group_out());
-        let mut wt = vec![0f32; w.len()];
-        for (src, dst) in w.chunks_exact(ci * co).zip(wt.chunks_exact_mut(ci * co)) {
-            for (r, row) in src.chunks_exact(ci).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    dst[c * co + r] = v;
-                }
-            }
-        }
-        return in_place_pointwise(s, [s.out_channels, s.in_channels], dy, &wt, None, dx);
+        // The pointwise conv of `dy` with each group's weights transposed.
+        let pack = |ps: &PointwiseShape| PackedWeights::transposed(ps, w);
+        return in_place_pointwise(s, [s.out_channels, s.in_channels], dy, pack, None, dx);
     }
     if let Some(images) = packed_images(s) {
         let lhs = |g| Mat::cols(s.weight_group(w, g), k);
@@ -182,10 +175,10 @@ fn weight_grad(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
 }
 
 /// Whether a pointwise layer runs on the inference kernels of
-/// [`pointwise`](super::pointwise) (weights packed per call, inputs read
-/// in place, results stored once) instead of [`packed_pointwise`]'s
-/// copies and GEMMs: planes of 64 positions (8 × 8) with at most 256
-/// input and output channels per group. `gconv bench train`, alternating
+/// [`pointwise`] (weights packed per call, inputs read in place, results
+/// stored once) instead of [`packed_pointwise`]'s copies and GEMMs:
+/// planes of 64 positions (8 × 8) with at most 256 input and output
+/// channels per group. `gconv bench train`, alternating
 /// rounds, ms per step: the Fashion-MNIST model (its 8 × 8 layers have
 /// 54–216 channels), six rounds, 103.2–115.2 with GEMMs, 95.6–106.3 with
 /// these kernels forward and for the input gradient;
@@ -200,18 +193,19 @@ fn in_place(s: &Conv2dShape) -> bool {
     pointwise && p == 64 && s.group_in() <= 256 && s.group_out() <= 256
 }
 
-/// `dst = conv1x1(src, w) + bias` on the [`pointwise`](super::pointwise)
-/// kernels, `src` with `channels[0]` and `dst` with `channels[1]`
-/// channels, `w` as `[channels[1], channels[0] / groups]`.
+/// `dst = conv1x1(src) + bias` on the [`pointwise`] kernels, `src` with
+/// `channels[0]` and `dst` with `channels[1]` channels (the planes and
+/// groups of `s`), with the weights that `pack` packs for that shape:
+/// [`PackedWeights::new`] forward, [`PackedWeights::transposed`] for the
+/// input gradient.
 fn in_place_pointwise(
     s: &Conv2dShape,
     [cin, cout]: [usize; 2],
     src: &[f32],
-    w: &[f32],
+    pack: impl FnOnce(&PointwiseShape) -> Result<PackedWeights>,
     bias: Option<&[f32]>,
     dst: &mut [f32],
 ) -> Result<()> {
-    use super::pointwise::{self, Epilogue, PackedWeights, Placement, PointwiseShape, Residual};
     let ps = PointwiseShape {
         batch: s.batch,
         in_channels: cin,
@@ -232,7 +226,7 @@ fn in_place_pointwise(
         residual: Residual::None,
         relu: false,
     };
-    let packed = PackedWeights::new(&ps, w)?;
+    let packed = pack(&ps)?;
     pointwise::forward(
         &ps,
         src,

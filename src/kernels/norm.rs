@@ -91,7 +91,12 @@ pub fn batch_stats(l: &Layout, x: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 /// `1 / sqrt(var + eps)` per channel.
 pub fn inv_std(var: &[f32], eps: f32) -> Vec<f32> {
-    var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect()
+    var.iter().map(|&v| channel_inv_std(v, eps)).collect()
+}
+
+/// [`inv_std`] of one channel's variance.
+fn channel_inv_std(var: f32, eps: f32) -> f32 {
+    1.0 / (var + eps).sqrt()
 }
 
 /// The mean and biased variance of a channel of `l` from its moments
@@ -145,7 +150,7 @@ pub fn normalize_batch(
         let mut stats = (0.0, 0.0);
         let map = |s: [f64; 2]| {
             stats = mean_var(l, r, s);
-            channel_scale_shift(stats.0, 1.0 / (stats.1 + eps).sqrt(), affine, c)
+            channel_scale_shift(stats.0, channel_inv_std(stats.1, eps), affine, c)
         };
         // One task per channel: the planes it writes are its own.
         channel_normalize_isa(Isa::best(), x, residual, out, *l, c, r, &mut { map }, floor);

@@ -186,18 +186,48 @@ impl PackedWeights {
     /// Packs `w` (`[C_out, C_in / groups]`) for layers of shape `s` (any
     /// batch and plane).
     pub fn new(s: &PointwiseShape, w: &[f32]) -> Result<PackedWeights> {
+        let (m, k) = (s.rows(), s.depth());
+        PackedWeights::pointwise(s, w, |g, r, c| (g * m + r) * k + c)
+    }
+
+    /// Packs for `s` the transposes of the groups of `w`, a weight laid
+    /// out `[C_in, C_out / groups]` of `s` (that of the convolution whose
+    /// input gradient `s` computes): row `r`, input channel `c` of group
+    /// `g` is `w[g · C_in/g + c][r]`.
+    pub fn transposed(s: &PointwiseShape, w: &[f32]) -> Result<PackedWeights> {
+        let (m, k) = (s.rows(), s.depth());
+        PackedWeights::pointwise(s, w, |g, r, c| (g * k + c) * m + r)
+    }
+
+    /// [`new`](Self::new) and [`transposed`](Self::transposed): the
+    /// pointwise layout, `at` as in [`pack_with`](Self::pack_with).
+    fn pointwise(
+        s: &PointwiseShape,
+        w: &[f32],
+        at: impl Fn(usize, usize, usize) -> usize,
+    ) -> Result<PackedWeights> {
         let tile = position_tile(s.plane);
-        PackedWeights::pack(s, w, panel_width(s, POINTWISE, tile), tile)
+        PackedWeights::pack_with(s, w, panel_width(s, POINTWISE, tile), tile, at)
     }
 
     /// Packs `w` (`[C_out, C_in / groups, kH, kW]`) for
     /// [`forward_unfolded`] with convolutions of shape `c` (any batch).
     pub fn unfolded(c: &Conv2dShape, w: &[f32]) -> Result<PackedWeights> {
         let (width, tile) = unfolded_layout(c);
-        PackedWeights::pack(&unfolded_shape(c), w, width, tile)
+        let s = unfolded_shape(c);
+        let (m, k) = (s.rows(), s.depth());
+        PackedWeights::pack_with(&s, w, width, tile, |g, r, c| (g * m + r) * k + c)
     }
 
-    fn pack(s: &PointwiseShape, w: &[f32], width: usize, tile: usize) -> Result<PackedWeights> {
+    /// Packs the weights of `s` in panels of `width` rows, `at(g, r, c)`
+    /// being where row `r`, input channel `c` of group `g` lies in `w`.
+    fn pack_with(
+        s: &PointwiseShape,
+        w: &[f32],
+        width: usize,
+        tile: usize,
+        at: impl Fn(usize, usize, usize) -> usize,
+    ) -> Result<PackedWeights> {
         check_groups(s)?;
         let (m, k) = (s.rows(), s.depth());
         if w.len() != s.out_channels * k {
@@ -212,8 +242,8 @@ impl PackedWeights {
         for g in 0..s.groups {
             for r in 0..m {
                 let panel = &mut data[((g * panels + r / width) * k) * width..][..k * width];
-                for (c, &v) in w[(g * m + r) * k..][..k].iter().enumerate() {
-                    panel[c * width + r % width] = v;
+                for c in 0..k {
+                    panel[c * width + r % width] = w[at(g, r, c)];
                 }
             }
         }
