@@ -14,6 +14,7 @@
 //! channel shuffle folded into the convolution (`forward_gathered`).
 
 use super::conv::{Conv2dShape, weight_grad_tasks};
+use super::depthwise_rows;
 use super::phase::Geometry;
 use super::shuffle::Permutation;
 use crate::error::Result;
@@ -139,7 +140,9 @@ impl Plan {
 }
 
 /// `y = conv2d(x, w) + bias`, same results as
-/// [`forward_ref`](super::conv::forward_ref) up to rounding.
+/// [`forward_ref`](super::conv::forward_ref) up to rounding. Depthwise
+/// 3×3 layers run in [`depthwise_rows`] where it
+/// [suits](depthwise_rows::suits) them (same values).
 pub fn forward(
     s: &Conv2dShape,
     x: &[f32],
@@ -164,9 +167,14 @@ enum Sources<'a> {
 impl Sources<'_> {
     /// The input planes of group `g` of image `n`.
     fn input<'x>(&self, s: &Conv2dShape, x: &'x [f32], n: usize, g: usize) -> &'x [f32] {
+        s.input_group(x, n, self.source(g))
+    }
+
+    /// The input group that group `g` reads.
+    fn source(&self, g: usize) -> usize {
         match self {
-            Sources::Own => s.input_group(x, n, g),
-            Sources::Gathered(p) => s.input_group(x, n, p.source[g]),
+            Sources::Own => g,
+            Sources::Gathered(p) => p.source[g],
         }
     }
 
@@ -219,6 +227,10 @@ fn forward_isa(
     isa: Isa,
 ) -> Result<()> {
     s.check_lens(x.len(), w.len(), bias.map(<[f32]>::len), y.len())?;
+    if depthwise_rows::suits(s, isa) {
+        depthwise_rows::forward(s, x, w, bias, y, |g| sources.source(g));
+        return Ok(());
+    }
     let p = Plan::new(s);
     // Per group, the kernels as [C_in/g][taps][C_out/g] (see `correlate`).
     let group_len = p.cog * p.cig * p.taps;
@@ -746,7 +758,9 @@ impl<T: Fma, const TAPS: usize> TileSums<T, 1> for Depthwise<'_, T, TAPS> {
 /// spread output gradients with shifted padded inputs, each weight's in
 /// [`LANES`] partial sums over the positions and the task's images,
 /// reduced at the end; tasks split the batch by [`weight_grad_tasks`]
-/// (deterministic for a fixed thread count).
+/// (deterministic for a fixed thread count). The input gradient of
+/// depthwise 3×3 stride-1 layers runs in [`depthwise_rows`] where it
+/// [suits](depthwise_rows::suits_input_grad) them (same values).
 pub fn backward(
     s: &Conv2dShape,
     x: &[f32],
@@ -785,6 +799,13 @@ fn backward_isa(
 ) -> Result<()> {
     s.check_grad_lens(x, w, dy, [dx.as_deref(), dw.as_deref(), db.as_deref()])?;
     let p = Plan::new(s);
+    let dx = match dx {
+        Some(dx) if depthwise_rows::suits_input_grad(s, isa) => {
+            depthwise_rows::input_grad(s, w, dy, dx, |j| sources.reader(j));
+            None
+        }
+        dx => dx,
+    };
     if let Some(dx) = dx {
         // Per phase, the weights of its taps as [group][C_out/g][taps][C_in/g]
         // (the outputs of this correlation are the input channels).
@@ -1114,6 +1135,70 @@ mod tests {
     use crate::kernels::conv::{
         assert_backward_matches_reference, assert_forward_matches_reference, test_shape,
     };
+
+    #[test]
+    fn depthwise_rows_give_the_direct_kernels_values_bit_for_bit() {
+        if Isa::best() != Isa::Avx512 {
+            return;
+        }
+        // (batch, channels, h, w, stride, padding, dilation, bias, shuffle
+        // groups): rows of 1 to 5 vectors (the last partial or whole),
+        // row counts that leave a partial register tile, strides 1 and 2,
+        // dilation, padding 0 to 2, a folded shuffle.
+        let cases = [
+            (2, 6, 28, 28, 1, 1, 1, true, 0),
+            (1, 5, 14, 14, 1, 1, 1, false, 0),
+            (2, 3, 9, 8, 1, 1, 1, true, 0),
+            (1, 4, 56, 56, 2, 1, 1, true, 0),
+            (1, 2, 11, 70, 1, 1, 1, false, 0),
+            (2, 3, 13, 33, 1, 2, 2, true, 0),
+            (1, 3, 12, 66, 2, 0, 1, false, 0),
+            (1, 2, 10, 19, 1, 0, 1, false, 0),
+            (1, 2, 12, 21, 1, 2, 1, true, 0),
+            (2, 12, 28, 28, 1, 1, 1, true, 3),
+        ];
+        for (i, &(batch, c, h, w, stride, pad, dil, bias, groups)) in cases.iter().enumerate() {
+            let s = test_shape(
+                batch,
+                [c, c, c],
+                [h, w],
+                [3, 3],
+                [[stride; 2], [pad; 2], [dil; 2]],
+            );
+            assert!(depthwise_rows::suits(&s, Isa::Avx512), "{s:?}");
+            let (xl, wl, yl) = s.lens();
+            let values = |n: usize, seed: usize| -> Vec<f32> {
+                crate::random::uniform(&[n], (3 * i + seed) as u64)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect()
+            };
+            let (x, wt, b) = (values(xl, 0), values(wl, 1), values(c, 2));
+            let b = bias.then_some(b.as_slice());
+            let perm = Permutation::shuffle(c, groups.max(1)).unwrap();
+            let sources = match groups {
+                0 => Sources::Own,
+                _ => Sources::Gathered(&perm),
+            };
+            let [mut rows, mut direct] = [vec![f32::NAN; yl], vec![f32::NAN; yl]];
+            forward_isa(&s, &x, &wt, b, &mut rows, sources, Isa::Avx512).unwrap();
+            forward_isa(&s, &x, &wt, b, &mut direct, sources, Isa::Avx2).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&rows), bits(&direct), "forward {s:?}");
+            // Input gradients (stride 1: the row kernel; stride 2: direct
+            // on both).
+            assert_eq!(
+                depthwise_rows::suits_input_grad(&s, Isa::Avx512),
+                stride == 1
+            );
+            let dy = values(yl, 3);
+            for (isa, dx) in [(Isa::Avx512, &mut rows), (Isa::Avx2, &mut direct)] {
+                *dx = vec![f32::NAN; xl];
+                backward_isa(&s, &x, &wt, &dy, [Some(dx), None, None], sources, isa).unwrap();
+            }
+            assert_eq!(bits(&rows), bits(&direct), "input gradient {s:?}");
+        }
+    }
 
     #[test]
     fn gathered_channels_equal_a_shuffled_copy() {

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod conv;
 pub mod conv_gemm;
 pub mod depthwise;
+mod depthwise_rows;
 pub mod direct;
 pub mod linear;
 pub(crate) mod matmul;
