@@ -1,14 +1,19 @@
 //! Depthwise 3×3 convolution (one input and one output channel per group)
-//! on AVX-512, forward and stride-1 input gradient: each output row is
-//! summed straight from the padded, phase-split input plane ([`Geometry`])
-//! in registers and stored into the output, vectors of 16 positions along
+//! on AVX-512, forward and input gradient: each output row is summed
+//! straight from the padded, phase-split input plane ([`Geometry`]) in
+//! registers and stored into the output, vectors of 16 positions along
 //! the row, register tiles of a few rows × up to four vectors, the last
-//! vector of a row stored under a mask.
+//! vector of a row stored under a mask. The input gradient of stride-1
+//! layers is such a convolution of the output gradient; that of stride-2
+//! layers (padding 1) sums each input row's even and odd columns in a
+//! vector each from the output gradient's rows and interleaves them
+//! ([`Kind::Halves`]).
 //!
 //! The [`direct`](super::direct) kernel sums whole padded rows (the
 //! padding columns too) into a staging plane and then gathers the output
-//! rows out of it (cuts the input gradient's padding off), and its
-//! auto-vectorised tap loop reloads the tap offsets from the stack. Here
+//! rows out of it (cuts the input gradient's padding off, and merges the
+//! stride phases of a stride-2 one), and its auto-vectorised tap loop
+//! reloads the tap offsets from the stack. Here
 //! each tap is one load and one fused multiply-add per vector. Harness
 //! (`direct::forward` / `backward` alone), batch 32, the fastest of 41
 //! runs (201 on one thread), the range over two rounds (ms):
@@ -22,6 +27,9 @@
 //! | 60 ch, 28 × 28 | 2 | input gradient | 0.43–0.45 | 0.35–0.41 |
 //! | 27 ch, 16 × 16 | 1 | input gradient | 0.16–0.19 | 0.12–0.13 |
 //! | 240 ch, 7 × 7, batch 16 | 1 | input gradient | 0.37 | 0.19–0.21 |
+//! | 60 ch, 56 × 56, stride 2 | 2 | input gradient | 1.12–1.16 | 0.60 |
+//! | 27 ch, 32 × 32, stride 2 | 1 | input gradient | 0.42–0.44 | 0.20–0.22 |
+//! | 240 ch, 14 × 14, stride 2, batch 16 | 1 | input gradient | 0.60–0.64 | 0.32–0.34 |
 //!
 //! Each output is its bias (or zero) plus the taps' products in the
 //! kernel's tap order, one fused multiply-add each, a tap in the padding
@@ -60,10 +68,12 @@ pub fn suits(s: &Conv2dShape, isa: Isa) -> bool {
 }
 
 /// Whether [`input_grad`] takes `s` with `isa`: a layer that [`suits`]
-/// this module with stride 1 and padding at most twice the dilation, whose
-/// input gradient is then a convolution of the output gradient as well.
+/// this module, either with stride 1 and padding at most twice the
+/// dilation (its input gradient is then a convolution of the output
+/// gradient as well) or with stride 2, padding 1 and dilation 1
+/// (ShuffleNet's downsampling layers, see [`halves`]).
 pub fn suits_input_grad(s: &Conv2dShape, isa: Isa) -> bool {
-    suits(s, isa) && s.stride == [1, 1] && adjoint(s).is_some()
+    suits(s, isa) && (adjoint(s).is_some() || halves(s).is_some())
 }
 
 /// `y = conv2d(x, w) + bias` for a layer that [`suits`] this module, output
@@ -84,7 +94,11 @@ pub fn forward(
     // position (`taps[0]` is 0).
     let rows = std::array::from_fn(|i| geo.taps[3 * i]);
     let cols = std::array::from_fn(|i| geo.taps[i]);
-    run(s, &geo, [rows, cols], x, w, bias, y, |g| (source(g), g));
+    let kind = Kind::Taps { rows, cols };
+    let reach = kind.reach(&geo, s.output());
+    run(s, &geo, kind, reach, s.output(), x, w, bias, y, |g| {
+        (source(g), g)
+    });
 }
 
 /// The input gradient `dx` of a layer that [`suits_input_grad`], from the
@@ -105,14 +119,54 @@ pub fn input_grad(
     dx: &mut [f32],
     reader: impl Fn(usize) -> usize + Sync,
 ) {
+    let channel = |j| (reader(j), reader(j));
+    if let Some(h) = halves(s) {
+        let geo = Geometry::new(&h);
+        let reach = Kind::Halves.reach(&geo, s.input);
+        return run(
+            &h,
+            &geo,
+            Kind::Halves,
+            reach,
+            s.input,
+            dy,
+            w,
+            None,
+            dx,
+            channel,
+        );
+    }
     let a = adjoint(s).expect("suits_input_grad");
     let geo = Geometry::new(&a);
     // The turned-around kernel's tap `8 − t` meets the original tap `t`.
     let rows = std::array::from_fn(|i| geo.taps[3 * (2 - i)]);
     let cols = std::array::from_fn(|i| geo.taps[2 - i]);
-    run(&a, &geo, [rows, cols], dy, w, None, dx, |j| {
-        (reader(j), reader(j))
-    });
+    let kind = Kind::Taps { rows, cols };
+    let reach = kind.reach(&geo, s.input);
+    run(&a, &geo, kind, reach, s.input, dy, w, None, dx, channel);
+}
+
+/// For a stride-2 layer with padding 1 and dilation 1: the output
+/// gradient's planes padded by one zero on every side (the layout
+/// [`Kind::Halves`] reads), as the shape whose input they are.
+///
+/// Input row `a` gets the gradient of output rows `a / 2` through kernel
+/// row 1 when `a` is even, of rows `(a + 1) / 2` and `(a − 1) / 2`
+/// through kernel rows 0 and 2 when it is odd; columns alike. So each
+/// input row is two vectors, its even and its odd columns, each a few
+/// multiply-adds of contiguous output-gradient values, interleaved before
+/// they are stored.
+fn halves(s: &Conv2dShape) -> Option<Conv2dShape> {
+    if s.stride != [2, 2] || s.padding != [1, 1] || s.dilation != [1, 1] || s.group_in() != 1 {
+        return None;
+    }
+    let [oh, ow] = s.output();
+    Conv2dShape {
+        padding: [1, 1],
+        ..Conv2dShape::new(s.batch, s.groups, s.groups, [oh, ow], s.kernel, s.groups)
+    }
+    .validate()
+    .ok()
 }
 
 /// The stride-1 convolution that maps the output gradient of `s` to its
@@ -131,30 +185,59 @@ fn adjoint(s: &Conv2dShape) -> Option<Conv2dShape> {
     (a.output() == s.input).then_some(a)
 }
 
-/// The planes of `t` (a depthwise 3×3 convolution of `src` into `out`):
-/// output channel `g` reads the input channel and kernel `channel(g)`
-/// names, tap `(ky, kx)` at `rows[ky] + cols[kx]` past each output
-/// position in the padded layout `geo`, the taps summed from the bias (or
-/// zero) in the order of `w`'s kernel.
+/// How a plane of a [`run`] is computed from its padded input plane.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A 3×3 correlation: tap `(ky, kx)` at `rows[ky] + cols[kx]` past
+    /// each output position in the padded layout, the taps summed from the
+    /// bias (or zero) in the order of the kernel.
+    Taps { rows: [usize; 3], cols: [usize; 3] },
+    /// The input gradient of a stride-2 layer from its padded output
+    /// gradient (see [`halves`]).
+    Halves,
+}
+
+impl Kind {
+    /// Values a plane's computation reads in the padded layout `geo`, for
+    /// outputs of `[height, width]`: past the last output row's last
+    /// vector at the farthest tap.
+    fn reach(&self, geo: &Geometry, [height, width]: [usize; 2]) -> usize {
+        match self {
+            Kind::Taps { rows, cols } => {
+                (height - 1) * geo.phase_len
+                    + rows.iter().max().unwrap_or(&0)
+                    + cols.iter().max().unwrap_or(&0)
+                    + width.next_multiple_of(LANES)
+            }
+            // The last input row reads padded row `height / 2 + 1`; its
+            // last pair of vectors, output-gradient columns up to two past
+            // their first.
+            Kind::Halves => {
+                (height / 2 + 1) * geo.phase_len + width.div_ceil(2 * LANES) * LANES + 2
+            }
+        }
+    }
+}
+
+/// The planes of `t` (a depthwise 3×3 convolution, or the input gradient
+/// of one, of `src` into `out`, planes of `dims` outputs), each computed
+/// as `kind` says from its input plane padded into the layout `geo`
+/// (whose tiles read `reach` values): output channel `g` reads the input
+/// channel and kernel `channel(g)` names.
 #[allow(clippy::too_many_arguments)]
 fn run(
     t: &Conv2dShape,
     geo: &Geometry,
-    [rows, cols]: [[usize; 3]; 2],
+    kind: Kind,
+    reach: usize,
+    dims: [usize; 2],
     src: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
     channel: impl Fn(usize) -> (usize, usize) + Sync,
 ) {
-    let [oh, ow] = t.output();
-    let (plane_in, plane_out) = (t.input[0] * t.input[1], oh * ow);
-    // The farthest value a tile reads: the last row's last vector at the
-    // farthest tap.
-    let reach = (oh - 1) * geo.phase_len
-        + rows.iter().max().unwrap_or(&0)
-        + cols.iter().max().unwrap_or(&0)
-        + ow.next_multiple_of(LANES);
+    let (plane_in, plane_out) = (t.input[0] * t.input[1], dims[0] * dims[1]);
     let scratch_len = geo.padded_len().max(reach);
     let planes = out.len() / plane_out;
     let input = |plane: usize| {
@@ -164,8 +247,9 @@ fn run(
     let per_run = planes.div_ceil(8 * rayon::current_num_threads()).max(1);
     let layer = Layer {
         geo,
-        rows,
-        cols,
+        kind,
+        reach,
+        dims,
         plane_out,
         groups: t.groups,
         w,
@@ -194,8 +278,10 @@ fn run(
 /// What every plane of a [`run`] shares.
 struct Layer<'a> {
     geo: &'a Geometry,
-    rows: [usize; 3],
-    cols: [usize; 3],
+    kind: Kind,
+    reach: usize,
+    /// Output rows and columns.
+    dims: [usize; 2],
     plane_out: usize,
     groups: usize,
     w: &'a [f32],
@@ -205,18 +291,20 @@ struct Layer<'a> {
 /// One padded input plane and what the tiles need to read it.
 struct Plane<'a> {
     padded: &'a [f32],
-    /// Distance between output rows in `padded` ([`Geometry::phase_len`]).
+    /// Distance between rows in `padded` ([`Geometry::phase_len`]).
     pitch: usize,
-    /// Tap `(ky, kx)` lies `rows[ky] + cols[kx]` past an output position.
+    /// Tap `(ky, kx)` lies `rows[ky] + cols[kx]` past an output position
+    /// ([`Kind::Taps`]).
     rows: [usize; 3],
     cols: [usize; 3],
+    /// Output rows and columns.
     height: usize,
     width: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{LANES, Layer, Plane, TAPS};
+    use super::{Kind, LANES, Layer, Plane, TAPS};
     use std::arch::x86_64::*;
 
     /// Output planes `first ..` of `layer`, one per `plane_out` values of
@@ -243,16 +331,28 @@ mod avx512 {
             let c = kernel(g);
             let weights: [f32; TAPS] = std::array::from_fn(|t| layer.w[c * TAPS + t]);
             let b = layer.bias.map_or(0.0, |b| b[c]);
+            let [height, width] = layer.dims;
+            assert!(padded.len() >= layer.reach && out.len() >= height * width);
+            let (rows, cols) = match layer.kind {
+                Kind::Taps { rows, cols } => (rows, cols),
+                Kind::Halves => ([0; 3], [0; 3]),
+            };
             let p = Plane {
                 padded,
                 pitch: layer.geo.phase_len,
-                rows: layer.rows,
-                cols: layer.cols,
-                height: layer.geo.out_h,
-                width: layer.geo.out_w,
+                rows,
+                cols,
+                height,
+                width,
             };
-            // SAFETY: as this function's.
-            unsafe { one_plane(&p, &weights, b, out) };
+            // SAFETY: as this function's; `padded` holds the `reach`
+            // values the plane's tiles read.
+            unsafe {
+                match layer.kind {
+                    Kind::Taps { .. } => one_plane(&p, &weights, b, out),
+                    Kind::Halves => halves_plane(&p, &weights, out),
+                }
+            };
         }
     }
 
@@ -265,10 +365,6 @@ mod avx512 {
     /// `out` holds `rows × width` values.
     #[inline(always)]
     unsafe fn one_plane(p: &Plane, kernel: &[f32; TAPS], bias: f32, out: &mut [f32]) {
-        let reach = (p.height - 1) * p.pitch + p.rows.iter().max().unwrap_or(&0);
-        let reach = reach + p.cols.iter().max().unwrap_or(&0);
-        assert!(p.padded.len() >= reach + p.width.next_multiple_of(LANES));
-        assert!(out.len() >= p.height * p.width);
         // SAFETY: AVX-512F (the caller's promise).
         let k: [__m512; TAPS] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(kernel[t]) });
         let vectors = p.width.div_ceil(LANES);
@@ -283,6 +379,113 @@ mod avx512 {
                     _ => columns::<4, 4>(p, &k, bias, out, j0),
                 }
             };
+        }
+    }
+
+    /// The input-gradient plane `out` (`height × width`) of a stride-2
+    /// layer from `p`, its output gradient padded by one
+    /// ([`Kind::Halves`]), with `kernel`: tiles of up to 4 input rows ×
+    /// up to 2 blocks of 32 columns (a vector of their even and one of
+    /// their odd columns each).
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; `p.padded` holds the values
+    /// [`Kind::reach`] counts; `out` holds `height × width` values.
+    #[inline(always)]
+    unsafe fn halves_plane(p: &Plane, kernel: &[f32; TAPS], out: &mut [f32]) {
+        // SAFETY: AVX-512F (the caller's promise).
+        let k: [__m512; TAPS] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(kernel[t]) });
+        let blocks = p.width.div_ceil(2 * LANES);
+        let mut m0 = 0;
+        while m0 < blocks {
+            let nb = (blocks - m0).min(2);
+            let mut a0 = 0;
+            while a0 < p.height {
+                let rows = match p.height - a0 {
+                    1 => 1,
+                    2 | 3 => 2,
+                    _ => 4,
+                };
+                // SAFETY (each call): as this function's.
+                unsafe {
+                    match (rows, nb) {
+                        (1, 1) => halves_tile::<1, 1>(p, &k, out, a0, m0),
+                        (2, 1) => halves_tile::<2, 1>(p, &k, out, a0, m0),
+                        (_, 1) => halves_tile::<4, 1>(p, &k, out, a0, m0),
+                        (1, _) => halves_tile::<1, 2>(p, &k, out, a0, m0),
+                        (2, _) => halves_tile::<2, 2>(p, &k, out, a0, m0),
+                        (_, _) => halves_tile::<4, 2>(p, &k, out, a0, m0),
+                    }
+                }
+                a0 += rows;
+            }
+            m0 += nb;
+        }
+    }
+
+    /// Input rows `a0 .. a0 + R` (`a0` even) × column blocks `m0 .. m0 +
+    /// NB` of [`halves_plane`]: per row and block, the sums of its even
+    /// and of its odd columns in registers, each over its taps in the
+    /// kernel's order from zero (the direct kernel's order, phase by
+    /// phase), then interleaved and stored under the row's mask.
+    #[inline(always)]
+    unsafe fn halves_tile<const R: usize, const NB: usize>(
+        p: &Plane,
+        k: &[__m512; TAPS],
+        out: &mut [f32],
+        a0: usize,
+        m0: usize,
+    ) {
+        // SAFETY: the caller's promise (see `halves_plane`): AVX-512F, and
+        // every load and store below stays inside `p.padded` and `out`.
+        unsafe {
+            let src = p.padded.as_ptr();
+            let dst = out.as_mut_ptr();
+            let mut even = [[_mm512_setzero_ps(); NB]; R];
+            let mut odd = [[_mm512_setzero_ps(); NB]; R];
+            for o in 0..R {
+                let a = a0 + o;
+                // (kernel row, padded output-gradient row): an even input
+                // row meets output row a / 2 through kernel row 1, an odd
+                // one rows (a + 1) / 2 and (a − 1) / 2 through rows 0
+                // and 2.
+                let taps: &[(usize, usize)] = if a.is_multiple_of(2) {
+                    &[(1, a / 2 + 1)]
+                } else {
+                    &[(0, a.div_ceil(2) + 1), (2, a / 2 + 1)]
+                };
+                for &(ky, r) in taps {
+                    for j in 0..NB {
+                        // Even column 2i meets output-gradient column i
+                        // through kernel column 1; odd column 2i + 1
+                        // columns i + 1 and i through columns 0 and 2.
+                        let line = src.add(r * p.pitch + (m0 + j) * LANES);
+                        let (at, next) =
+                            (_mm512_loadu_ps(line.add(1)), _mm512_loadu_ps(line.add(2)));
+                        even[o][j] = _mm512_fmadd_ps(at, k[3 * ky + 1], even[o][j]);
+                        odd[o][j] = _mm512_fmadd_ps(next, k[3 * ky], odd[o][j]);
+                        odd[o][j] = _mm512_fmadd_ps(at, k[3 * ky + 2], odd[o][j]);
+                    }
+                }
+            }
+            let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let high =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            for o in 0..R {
+                for j in 0..NB {
+                    let col = (m0 + j) * 2 * LANES;
+                    let row = dst.add((a0 + o) * p.width + col);
+                    for (half, idx) in [low, high].into_iter().enumerate() {
+                        let start = col + half * LANES;
+                        if start < p.width {
+                            let n = (p.width - start).min(LANES);
+                            let mask = (((1u32 << n) - 1) & 0xffff) as __mmask16;
+                            let v = _mm512_permutex2var_ps(even[o][j], idx, odd[o][j]);
+                            _mm512_mask_storeu_ps(row.add(half * LANES), mask, v);
+                        }
+                    }
+                }
+            }
         }
     }
 

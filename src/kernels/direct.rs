@@ -759,7 +759,7 @@ impl<T: Fma, const TAPS: usize> TileSums<T, 1> for Depthwise<'_, T, TAPS> {
 /// [`LANES`] partial sums over the positions and the task's images,
 /// reduced at the end; tasks split the batch by [`weight_grad_tasks`]
 /// (deterministic for a fixed thread count). The input gradient of
-/// depthwise 3×3 stride-1 layers runs in [`depthwise_rows`] where it
+/// depthwise 3×3 layers runs in [`depthwise_rows`] where it
 /// [suits](depthwise_rows::suits_input_grad) them (same values).
 pub fn backward(
     s: &Conv2dShape,
@@ -1155,6 +1155,10 @@ mod tests {
             (1, 3, 12, 66, 2, 0, 1, false, 0),
             (1, 2, 10, 19, 1, 0, 1, false, 0),
             (1, 2, 12, 21, 1, 2, 1, true, 0),
+            (2, 3, 13, 29, 2, 1, 1, false, 0),
+            (1, 2, 7, 70, 2, 1, 1, true, 0),
+            (1, 2, 18, 15, 2, 1, 1, true, 0),
+            (2, 12, 14, 14, 2, 1, 1, false, 4),
             (2, 12, 28, 28, 1, 1, 1, true, 3),
         ];
         for (i, &(batch, c, h, w, stride, pad, dil, bias, groups)) in cases.iter().enumerate() {
@@ -1185,12 +1189,11 @@ mod tests {
             forward_isa(&s, &x, &wt, b, &mut direct, sources, Isa::Avx2).unwrap();
             let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&rows), bits(&direct), "forward {s:?}");
-            // Input gradients (stride 1: the row kernel; stride 2: direct
-            // on both).
-            assert_eq!(
-                depthwise_rows::suits_input_grad(&s, Isa::Avx512),
-                stride == 1
-            );
+            // Input gradients (the row kernels at stride 1, and at stride
+            // 2 with padding 1 and dilation 1; the direct kernel on both
+            // otherwise).
+            let rows_grad = stride == 1 || (pad == 1 && dil == 1);
+            assert_eq!(depthwise_rows::suits_input_grad(&s, Isa::Avx512), rows_grad);
             let dy = values(yl, 3);
             for (isa, dx) in [(Isa::Avx512, &mut rows), (Isa::Avx2, &mut direct)] {
                 *dx = vec![f32::NAN; xl];
