@@ -108,10 +108,11 @@ pub fn forward(
 /// C, H_out, W_out]`, `dx` `[N, C, H, W]`, overwritten; the caller has
 /// checked the lengths.
 ///
-/// `dx` is the convolution of `dy` with the kernel turned around, padded
-/// by `2 · dilation − padding`; each input's sum runs over the original
-/// taps in order from zero, as the direct kernel's input gradient does
-/// (same values).
+/// At stride 1, `dx` is the convolution of `dy` with the kernel turned
+/// around, padded by `2 · dilation − padding`; at stride 2 see
+/// [`halves`]. Each input's sum runs over the original taps that reach it
+/// in order from zero, as the direct kernel's input gradient does (same
+/// values).
 pub fn input_grad(
     s: &Conv2dShape,
     w: &[f32],
@@ -169,10 +170,13 @@ fn halves(s: &Conv2dShape) -> Option<Conv2dShape> {
     .ok()
 }
 
-/// The stride-1 convolution that maps the output gradient of `s` to its
-/// input gradient (kernel turned around, not represented here), if the
-/// padding allows.
+/// For a stride-1 layer: the convolution that maps its output gradient to
+/// its input gradient (kernel turned around, not represented here), if
+/// the padding allows.
 fn adjoint(s: &Conv2dShape) -> Option<Conv2dShape> {
+    if s.stride != [1, 1] {
+        return None;
+    }
     let [oh, ow] = s.output();
     let pad = |d: usize| (2 * s.dilation[d]).checked_sub(s.padding[d]);
     let a = Conv2dShape {
