@@ -92,11 +92,11 @@ pub fn forward(
     let geo = Geometry::new(s);
     // Tap `(ky, kx)` reads `taps[3 · ky] + taps[kx]` past the output
     // position (`taps[0]` is 0).
-    let rows = std::array::from_fn(|i| geo.taps[3 * i]);
-    let cols = std::array::from_fn(|i| geo.taps[i]);
-    let kind = Kind::Taps { rows, cols };
-    let reach = kind.reach(&geo, s.output());
-    run(s, &geo, kind, reach, s.output(), x, w, bias, y, |g| {
+    let taps = Taps {
+        rows: std::array::from_fn(|i| geo.taps[3 * i]),
+        cols: std::array::from_fn(|i| geo.taps[i]),
+    };
+    run(s, &geo, Kind::Taps(taps), s.output(), x, w, bias, y, |g| {
         (source(g), g)
     });
 }
@@ -123,28 +123,26 @@ pub fn input_grad(
     let channel = |j| (reader(j), reader(j));
     if let Some(h) = halves(s) {
         let geo = Geometry::new(&h);
-        let reach = Kind::Halves.reach(&geo, s.input);
-        return run(
-            &h,
-            &geo,
-            Kind::Halves,
-            reach,
-            s.input,
-            dy,
-            w,
-            None,
-            dx,
-            channel,
-        );
+        return run(&h, &geo, Kind::Halves, s.input, dy, w, None, dx, channel);
     }
     let a = adjoint(s).expect("suits_input_grad");
     let geo = Geometry::new(&a);
     // The turned-around kernel's tap `8 − t` meets the original tap `t`.
-    let rows = std::array::from_fn(|i| geo.taps[3 * (2 - i)]);
-    let cols = std::array::from_fn(|i| geo.taps[2 - i]);
-    let kind = Kind::Taps { rows, cols };
-    let reach = kind.reach(&geo, s.input);
-    run(&a, &geo, kind, reach, s.input, dy, w, None, dx, channel);
+    let taps = Taps {
+        rows: std::array::from_fn(|i| geo.taps[3 * (2 - i)]),
+        cols: std::array::from_fn(|i| geo.taps[2 - i]),
+    };
+    run(
+        &a,
+        &geo,
+        Kind::Taps(taps),
+        s.input,
+        dy,
+        w,
+        None,
+        dx,
+        channel,
+    );
 }
 
 /// For a stride-2 layer with padding 1 and dilation 1: the output
@@ -189,13 +187,20 @@ fn adjoint(s: &Conv2dShape) -> Option<Conv2dShape> {
     (a.output() == s.input).then_some(a)
 }
 
+/// Where a 3×3 correlation's taps lie in the padded layout: tap `(ky,
+/// kx)` at `rows[ky] + cols[kx]` past each output position.
+#[derive(Clone, Copy)]
+struct Taps {
+    rows: [usize; 3],
+    cols: [usize; 3],
+}
+
 /// How a plane of a [`run`] is computed from its padded input plane.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// A 3×3 correlation: tap `(ky, kx)` at `rows[ky] + cols[kx]` past
-    /// each output position in the padded layout, the taps summed from the
-    /// bias (or zero) in the order of the kernel.
-    Taps { rows: [usize; 3], cols: [usize; 3] },
+    /// A 3×3 correlation, the taps summed from the bias (or zero) in the
+    /// order of the kernel.
+    Taps(Taps),
     /// The input gradient of a stride-2 layer from its padded output
     /// gradient (see [`halves`]).
     Halves,
@@ -207,7 +212,7 @@ impl Kind {
     /// vector at the farthest tap.
     fn reach(&self, geo: &Geometry, [height, width]: [usize; 2]) -> usize {
         match self {
-            Kind::Taps { rows, cols } => {
+            Kind::Taps(Taps { rows, cols }) => {
                 (height - 1) * geo.phase_len
                     + rows.iter().max().unwrap_or(&0)
                     + cols.iter().max().unwrap_or(&0)
@@ -225,15 +230,14 @@ impl Kind {
 
 /// The planes of `t` (a depthwise 3×3 convolution, or the input gradient
 /// of one, of `src` into `out`, planes of `dims` outputs), each computed
-/// as `kind` says from its input plane padded into the layout `geo`
-/// (whose tiles read `reach` values): output channel `g` reads the input
-/// channel and kernel `channel(g)` names.
+/// as `kind` says from its input plane padded into the layout `geo`:
+/// output channel `g` reads the input channel and kernel `channel(g)`
+/// names.
 #[allow(clippy::too_many_arguments)]
 fn run(
     t: &Conv2dShape,
     geo: &Geometry,
     kind: Kind,
-    reach: usize,
     dims: [usize; 2],
     src: &[f32],
     w: &[f32],
@@ -241,13 +245,11 @@ fn run(
     out: &mut [f32],
     channel: impl Fn(usize) -> (usize, usize) + Sync,
 ) {
-    let (plane_in, plane_out) = (t.input[0] * t.input[1], dims[0] * dims[1]);
+    let plane_out = dims[0] * dims[1];
+    let reach = kind.reach(geo, dims);
     let scratch_len = geo.padded_len().max(reach);
     let planes = out.len() / plane_out;
-    let input = |plane: usize| {
-        let (n, g) = (plane / t.groups, plane % t.groups);
-        &src[(n * t.in_channels + channel(g).0) * plane_in..][..plane_in]
-    };
+    let input = |plane: usize| t.input_group(src, plane / t.groups, channel(plane % t.groups).0);
     let per_run = planes.div_ceil(8 * rayon::current_num_threads()).max(1);
     let layer = Layer {
         geo,
@@ -283,6 +285,7 @@ fn run(
 struct Layer<'a> {
     geo: &'a Geometry,
     kind: Kind,
+    /// Values of a padded plane the plane's computation reads.
     reach: usize,
     /// Output rows and columns.
     dims: [usize; 2],
@@ -297,10 +300,6 @@ struct Plane<'a> {
     padded: &'a [f32],
     /// Distance between rows in `padded` ([`Geometry::phase_len`]).
     pitch: usize,
-    /// Tap `(ky, kx)` lies `rows[ky] + cols[kx]` past an output position
-    /// ([`Kind::Taps`]).
-    rows: [usize; 3],
-    cols: [usize; 3],
     /// Output rows and columns.
     height: usize,
     width: usize,
@@ -308,7 +307,7 @@ struct Plane<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Kind, LANES, Layer, Plane, TAPS};
+    use super::{Kind, LANES, Layer, Plane, TAPS, Taps};
     use std::arch::x86_64::*;
 
     /// Output planes `first ..` of `layer`, one per `plane_out` values of
@@ -328,24 +327,17 @@ mod avx512 {
         padded: &mut [f32],
         out: &mut [f32],
     ) {
+        assert!(padded.len() >= layer.reach);
+        let [height, width] = layer.dims;
+        // (`out` comes in whole planes of `height × width` values.)
         for (k, out) in out.chunks_exact_mut(layer.plane_out).enumerate() {
             let plane = first + k;
             layer.geo.pad(input(plane), padded);
-            let g = plane % layer.groups;
-            let c = kernel(g);
-            let weights: [f32; TAPS] = std::array::from_fn(|t| layer.w[c * TAPS + t]);
-            let b = layer.bias.map_or(0.0, |b| b[c]);
-            let [height, width] = layer.dims;
-            assert!(padded.len() >= layer.reach && out.len() >= height * width);
-            let (rows, cols) = match layer.kind {
-                Kind::Taps { rows, cols } => (rows, cols),
-                Kind::Halves => ([0; 3], [0; 3]),
-            };
+            let c = kernel(plane % layer.groups);
+            let k: [__m512; TAPS] = std::array::from_fn(|t| _mm512_set1_ps(layer.w[c * TAPS + t]));
             let p = Plane {
                 padded,
                 pitch: layer.geo.phase_len,
-                rows,
-                cols,
                 height,
                 width,
             };
@@ -353,34 +345,36 @@ mod avx512 {
             // values the plane's tiles read.
             unsafe {
                 match layer.kind {
-                    Kind::Taps { .. } => one_plane(&p, &weights, b, out),
-                    Kind::Halves => halves_plane(&p, &weights, out),
+                    Kind::Taps(taps) => {
+                        let bias = layer.bias.map_or(0.0, |b| b[c]);
+                        one_plane(&p, &taps, &k, bias, out)
+                    }
+                    Kind::Halves => halves_plane(&p, &k, out),
                 }
             };
         }
     }
 
-    /// The output plane `out` (`rows × width`) of `p` with `kernel` and
+    /// The output plane `out` (`height × width`) of `p`, its taps at
+    /// `taps`, with the kernel `k` (each weight in a whole vector) and
     /// `bias`: register tiles of a few rows × up to 4 vectors.
     ///
     /// # Safety
     /// The processor has AVX-512F; `p.padded` holds every value a tile
     /// reads (up to the last row's last vector at the farthest tap);
-    /// `out` holds `rows × width` values.
+    /// `out` holds `height × width` values.
     #[inline(always)]
-    unsafe fn one_plane(p: &Plane, kernel: &[f32; TAPS], bias: f32, out: &mut [f32]) {
-        // SAFETY: AVX-512F (the caller's promise).
-        let k: [__m512; TAPS] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(kernel[t]) });
+    unsafe fn one_plane(p: &Plane, taps: &Taps, k: &[__m512; TAPS], bias: f32, out: &mut [f32]) {
         let vectors = p.width.div_ceil(LANES);
         let mut j0 = 0;
         while j0 < vectors {
             // SAFETY (each call): as this function's.
             j0 += unsafe {
                 match vectors - j0 {
-                    1 => columns::<1, 8>(p, &k, bias, out, j0),
-                    2 => columns::<2, 4>(p, &k, bias, out, j0),
-                    3 => columns::<3, 4>(p, &k, bias, out, j0),
-                    _ => columns::<4, 4>(p, &k, bias, out, j0),
+                    1 => columns::<1, 8>(p, taps, k, bias, out, j0),
+                    2 => columns::<2, 4>(p, taps, k, bias, out, j0),
+                    3 => columns::<3, 4>(p, taps, k, bias, out, j0),
+                    _ => columns::<4, 4>(p, taps, k, bias, out, j0),
                 }
             };
         }
@@ -388,7 +382,7 @@ mod avx512 {
 
     /// The input-gradient plane `out` (`height × width`) of a stride-2
     /// layer from `p`, its output gradient padded by one
-    /// ([`Kind::Halves`]), with `kernel`: tiles of up to 4 input rows ×
+    /// ([`Kind::Halves`]), with the kernel `k`: tiles of up to 4 input rows ×
     /// up to 2 blocks of 32 columns (a vector of their even and one of
     /// their odd columns each).
     ///
@@ -396,9 +390,7 @@ mod avx512 {
     /// The processor has AVX-512F; `p.padded` holds the values
     /// [`Kind::reach`] counts; `out` holds `height × width` values.
     #[inline(always)]
-    unsafe fn halves_plane(p: &Plane, kernel: &[f32; TAPS], out: &mut [f32]) {
-        // SAFETY: AVX-512F (the caller's promise).
-        let k: [__m512; TAPS] = std::array::from_fn(|t| unsafe { _mm512_set1_ps(kernel[t]) });
+    unsafe fn halves_plane(p: &Plane, k: &[__m512; TAPS], out: &mut [f32]) {
         let blocks = p.width.div_ceil(2 * LANES);
         let mut m0 = 0;
         while m0 < blocks {
@@ -413,12 +405,12 @@ mod avx512 {
                 // SAFETY (each call): as this function's.
                 unsafe {
                     match (rows, nb) {
-                        (1, 1) => halves_tile::<1, 1>(p, &k, out, a0, m0),
-                        (2, 1) => halves_tile::<2, 1>(p, &k, out, a0, m0),
-                        (_, 1) => halves_tile::<4, 1>(p, &k, out, a0, m0),
-                        (1, _) => halves_tile::<1, 2>(p, &k, out, a0, m0),
-                        (2, _) => halves_tile::<2, 2>(p, &k, out, a0, m0),
-                        (_, _) => halves_tile::<4, 2>(p, &k, out, a0, m0),
+                        (1, 1) => halves_tile::<1, 1>(p, k, out, a0, m0),
+                        (2, 1) => halves_tile::<2, 1>(p, k, out, a0, m0),
+                        (_, 1) => halves_tile::<4, 1>(p, k, out, a0, m0),
+                        (1, _) => halves_tile::<1, 2>(p, k, out, a0, m0),
+                        (2, _) => halves_tile::<2, 2>(p, k, out, a0, m0),
+                        (_, _) => halves_tile::<4, 2>(p, k, out, a0, m0),
                     }
                 }
                 a0 += rows;
@@ -482,10 +474,8 @@ mod avx512 {
                     for (half, idx) in [low, high].into_iter().enumerate() {
                         let start = col + half * LANES;
                         if start < p.width {
-                            let n = (p.width - start).min(LANES);
-                            let mask = (((1u32 << n) - 1) & 0xffff) as __mmask16;
                             let v = _mm512_permutex2var_ps(even[o][j], idx, odd[o][j]);
-                            _mm512_mask_storeu_ps(row.add(half * LANES), mask, v);
+                            store(row.add(half * LANES), p.width - start, v);
                         }
                     }
                 }
@@ -498,6 +488,7 @@ mod avx512 {
     #[inline(always)]
     unsafe fn columns<const NV: usize, const R: usize>(
         p: &Plane,
+        taps: &Taps,
         k: &[__m512; TAPS],
         bias: f32,
         out: &mut [f32],
@@ -506,7 +497,7 @@ mod avx512 {
         let mut r0 = 0;
         // SAFETY (each call): as `one_plane`'s.
         while r0 + R <= p.height {
-            unsafe { tile::<NV, R>(p, k, bias, out, r0, j0) };
+            unsafe { tile::<NV, R>(p, taps, k, bias, out, r0, j0) };
             r0 += R;
         }
         // The rest in one tile (a chain of nine dependent multiply-adds
@@ -514,13 +505,13 @@ mod avx512 {
         unsafe {
             match p.height - r0 {
                 0 => {}
-                1 => tile::<NV, 1>(p, k, bias, out, r0, j0),
-                2 => tile::<NV, 2>(p, k, bias, out, r0, j0),
-                3 => tile::<NV, 3>(p, k, bias, out, r0, j0),
-                4 => tile::<NV, 4>(p, k, bias, out, r0, j0),
-                5 => tile::<NV, 5>(p, k, bias, out, r0, j0),
-                6 => tile::<NV, 6>(p, k, bias, out, r0, j0),
-                _ => tile::<NV, 7>(p, k, bias, out, r0, j0),
+                1 => tile::<NV, 1>(p, taps, k, bias, out, r0, j0),
+                2 => tile::<NV, 2>(p, taps, k, bias, out, r0, j0),
+                3 => tile::<NV, 3>(p, taps, k, bias, out, r0, j0),
+                4 => tile::<NV, 4>(p, taps, k, bias, out, r0, j0),
+                5 => tile::<NV, 5>(p, taps, k, bias, out, r0, j0),
+                6 => tile::<NV, 6>(p, taps, k, bias, out, r0, j0),
+                _ => tile::<NV, 7>(p, taps, k, bias, out, r0, j0),
             }
         }
         NV
@@ -531,6 +522,7 @@ mod avx512 {
     #[inline(always)]
     unsafe fn tile<const NV: usize, const R: usize>(
         p: &Plane,
+        taps: &Taps,
         k: &[__m512; TAPS],
         bias: f32,
         out: &mut [f32],
@@ -545,8 +537,8 @@ mod avx512 {
             let mut acc = [[_mm512_set1_ps(bias); NV]; R];
             for ky in 0..3 {
                 for (o, row) in acc.iter_mut().enumerate() {
-                    let line = src.add((r0 + o) * p.pitch + p.rows[ky] + j0 * LANES);
-                    for (kx, &col) in p.cols.iter().enumerate() {
+                    let line = src.add((r0 + o) * p.pitch + taps.rows[ky] + j0 * LANES);
+                    for (kx, &col) in taps.cols.iter().enumerate() {
                         let kt = k[3 * ky + kx];
                         for (j, a) in row.iter_mut().enumerate() {
                             let v = _mm512_loadu_ps(line.add(col + j * LANES));
@@ -556,15 +548,24 @@ mod avx512 {
                 }
             }
             for (o, row) in acc.iter().enumerate() {
-                for (j, a) in row.iter().enumerate() {
-                    // Positions `col .. col + n` of row `r0 + o`; the
-                    // masked lanes are not touched.
+                for (j, &a) in row.iter().enumerate() {
                     let col = (j0 + j) * LANES;
-                    let n = (p.width - col).min(LANES);
-                    let mask = (((1u32 << n) - 1) & 0xffff) as __mmask16;
-                    _mm512_mask_storeu_ps(dst.add((r0 + o) * p.width + col), mask, *a);
+                    store(dst.add((r0 + o) * p.width + col), p.width - col, a);
                 }
             }
         }
+    }
+
+    /// Stores the first `left.min(16)` lanes of `v` at `at` (the rest of
+    /// an output row from there); the others are not touched.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; those lanes' places are writable.
+    #[inline(always)]
+    unsafe fn store(at: *mut f32, left: usize, v: __m512) {
+        let n = left.min(LANES);
+        let mask = (((1u32 << n) - 1) & 0xffff) as __mmask16;
+        // SAFETY: the caller's promise.
+        unsafe { _mm512_mask_storeu_ps(at, mask, v) };
     }
 }
