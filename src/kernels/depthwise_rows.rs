@@ -3,7 +3,9 @@
 //! straight from the padded, phase-split input plane ([`Geometry`]) in
 //! registers and stored into the output, vectors of 16 positions along
 //! the row, register tiles of a few rows × up to four vectors, the last
-//! vector of a row stored under a mask. The input gradient of stride-1
+//! vector of a row stored under a mask. At stride 1 (dilation 1) the
+//! tile's output rows share the input rows they read, and those come from
+//! the input plane itself, the padding as zeros (see `tile`). The input gradient of stride-1
 //! layers is such a convolution of the output gradient; that of stride-2
 //! layers (padding 1) sums each input row's even and odd columns in a
 //! vector each from the output gradient's rows and interleaves them
@@ -270,7 +272,14 @@ fn run(
 ) {
     let plane_out = dims[0] * dims[1];
     let reach = kind.reach(geo, dims);
-    let scratch_len = geo.padded_len().max(reach);
+    // Tiles of rows in order read the input planes themselves; others
+    // their padded copies.
+    let in_place = matches!(kind, Kind::Taps(t) if row_order(&t, geo.phase_len) != APART);
+    let scratch_len = if in_place {
+        0
+    } else {
+        geo.padded_len().max(reach)
+    };
     let planes = out.len() / plane_out;
     let input = |plane: usize| t.input_group(src, plane / t.groups, channel(plane % t.groups).0);
     let per_run = planes.div_ceil(8 * rayon::current_num_threads()).max(1);
@@ -279,6 +288,9 @@ fn run(
         kind,
         reach,
         dims,
+        in_place,
+        input: t.input,
+        padding: t.padding,
         plane_out,
         groups: t.groups,
         w,
@@ -312,6 +324,13 @@ struct Layer<'a> {
     reach: usize,
     /// Output rows and columns.
     dims: [usize; 2],
+    /// Whether the tiles read the input planes themselves (rows in order,
+    /// [`DOWN`] or [`UP`]) rather than padded copies.
+    in_place: bool,
+    /// The input planes' rows and columns, and the padding on their top
+    /// and left in the padded layout.
+    input: [usize; 2],
+    padding: [usize; 2],
     plane_out: usize,
     groups: usize,
     w: &'a [f32],
@@ -320,9 +339,16 @@ struct Layer<'a> {
 
 /// One padded input plane and what the tiles need to read it.
 struct Plane<'a> {
+    /// The padded plane (empty where the tiles read `input`).
     padded: &'a [f32],
     /// Distance between rows in `padded` ([`Geometry::phase_len`]).
     pitch: usize,
+    /// The input plane itself, `[rows, columns]` of it, and the padding on
+    /// its top and left: what tiles of rows in order ([`DOWN`], [`UP`])
+    /// read instead of `padded`.
+    input: &'a [f32],
+    input_dims: [usize; 2],
+    padding: [usize; 2],
     /// Output rows and columns.
     height: usize,
     width: usize,
@@ -350,17 +376,24 @@ mod avx512 {
         padded: &mut [f32],
         out: &mut [f32],
     ) {
-        assert!(padded.len() >= layer.reach);
+        assert!(layer.in_place || padded.len() >= layer.reach);
         let [height, width] = layer.dims;
+        let pitch = layer.geo.phase_len;
         // (`out` comes in whole planes of `height × width` values.)
         for (k, out) in out.chunks_exact_mut(layer.plane_out).enumerate() {
             let plane = first + k;
-            layer.geo.pad(input(plane), padded);
+            let src = input(plane);
+            if !layer.in_place {
+                layer.geo.pad(src, padded);
+            }
             let c = kernel(plane % layer.groups);
             let k: [__m512; TAPS] = std::array::from_fn(|t| _mm512_set1_ps(layer.w[c * TAPS + t]));
             let p = Plane {
                 padded,
-                pitch: layer.geo.phase_len,
+                pitch,
+                input: src,
+                input_dims: layer.input,
+                padding: layer.padding,
                 height,
                 width,
             };
@@ -384,8 +417,9 @@ mod avx512 {
     ///
     /// # Safety
     /// The processor has AVX-512F; `p.padded` holds every value a tile
-    /// reads (up to the last row's last vector at the farthest tap);
-    /// `out` holds `height × width` values.
+    /// reads (up to the last row's last vector at the farthest tap), or,
+    /// for rows in order ([`row_order`]), `p.input` is the whole input
+    /// plane of `p.input_dims`; `out` holds `height × width` values.
     #[inline(always)]
     unsafe fn one_plane(p: &Plane, taps: &Taps, k: &[__m512; TAPS], bias: f32, out: &mut [f32]) {
         // SAFETY (each call): as this function's.
@@ -424,15 +458,15 @@ mod avx512 {
                         _ => columns::<4, 4, O>(p, taps, k, bias, out, j0),
                     }
                 } else {
-                    // Tiles that share input rows keep a row's loads in
-                    // registers as well: 2 vectors × 6 rows, not × 8 (one
-                    // thread, 96 planes of 28 × 28: 0.23 → 0.59 µs a
-                    // plane), and rows of 4 or more vectors in blocks of
-                    // 2, not 4 (56 × 56: 1.58 → 0.91 µs).
+                    // Tiles that share input rows keep a row's loads and
+                    // its lanes' masks in registers as well: 2 vectors × 4
+                    // rows at most (× 8 spilled, one thread, 96 planes of
+                    // 28 × 28: 0.59 µs a plane against 0.18–0.19), rows of
+                    // 3 or more vectors in blocks of 2 (3 × 4 spilled on
+                    // 40 × 40: 1.24 µs against 0.40–0.43; 4 × 4 on 56 × 56).
                     match vectors - j0 {
                         1 => columns::<1, 8, O>(p, taps, k, bias, out, j0),
-                        3 => columns::<3, 4, O>(p, taps, k, bias, out, j0),
-                        _ => columns::<2, 6, O>(p, taps, k, bias, out, j0),
+                        _ => columns::<2, 4, O>(p, taps, k, bias, out, j0),
                     }
                 }
             };
@@ -586,9 +620,17 @@ mod avx512 {
     /// the loads of a 6-row tile, one per multiply-add before: one thread,
     /// batch 1, per plane, 28 × 28 0.30–0.33 → 0.23–0.24 µs, 14 × 14
     /// 0.106 → 0.088, 7 × 7 0.050 → 0.046, 56 × 56 1.12–1.13 → 0.89–0.92.
-    /// Otherwise ([`APART`]) each output row loads its own (sharing the
-    /// even rows' phase of a stride-2 layer's kernel rows 0 and 2 saved
-    /// 0–5 %: its time goes to splitting the input into phases).
+    /// These tiles read the input plane itself, not a padded copy: a row
+    /// of the padding is a zero vector, and lanes outside the input's
+    /// columns are masked off the loads (zeros), so each multiply-add
+    /// meets the value it met in the padded plane. Without the copy, per
+    /// plane: 28 × 28 0.22–0.23 → 0.19–0.20 µs, 14 × 14 0.080–0.082 →
+    /// 0.059, 7 × 7 0.045–0.046 → 0.032–0.033, 56 × 56 0.91–0.93 →
+    /// 0.76–0.79, 112 × 112 4.6 → 2.6–2.8.
+    /// Otherwise ([`APART`]) each output row loads its own from the padded
+    /// copy (sharing the even rows' phase of a stride-2 layer's kernel
+    /// rows 0 and 2 saved 0–5 %: its time goes to splitting the input into
+    /// phases).
     #[inline(always)]
     unsafe fn tile<const NV: usize, const R: usize, const O: u8>(
         p: &Plane,
@@ -600,7 +642,8 @@ mod avx512 {
         j0: usize,
     ) {
         // SAFETY: the caller's promise (see `one_plane`): AVX-512F, and every
-        // load and store below stays inside `p.padded` and `out`.
+        // load and store below stays inside `p.padded` (or the lanes of
+        // `p.input` that its masks leave on) and `out`.
         unsafe {
             let src = p.padded.as_ptr();
             let dst = out.as_mut_ptr();
@@ -619,16 +662,38 @@ mod avx512 {
                     }
                 }
             } else {
-                // Input row `i` of the tile (`first + i` padded rows from
-                // its top) meets output row `o` through kernel row `i − o`
-                // (DOWN) or `o + 2 − i` (UP), taken in that kernel order.
-                let first = taps.rows.iter().min().copied().unwrap_or(0);
+                // Input row `i` of the tile (padded row `r0 + i`) meets
+                // output row `o` through kernel row `i − o` (DOWN) or
+                // `o + 2 − i` (UP), taken in that kernel order. The padded
+                // row's values come straight from the input: a row of the
+                // padding is zeros, and so are the lanes of a vector
+                // outside the input's columns (masked loads), as in the
+                // padded plane.
+                let [h, w] = p.input_dims.map(|d| d as isize);
+                let [top, left] = p.padding.map(|d| d as isize);
+                // Where lane 0 of vector `j` at column tap `col` reads in
+                // an input row, and which of its lanes lie in the row.
+                let reach = |j: usize, col: usize| -> (isize, __mmask16) {
+                    let x0 = ((j0 + j) * LANES + col) as isize - left;
+                    let lo = (-x0).clamp(0, LANES as isize) as u32;
+                    let hi = (w - x0).clamp(0, LANES as isize) as u32;
+                    let bits = |n: u32| ((1u32 << n) - 1) as __mmask16;
+                    (x0, bits(hi) & !bits(lo))
+                };
+                let src = p.input.as_ptr();
                 for step in 0..R + 2 {
                     let i = if O == UP { R + 1 - step } else { step };
-                    let line = src.add((r0 + i) * p.pitch + first + j0 * LANES);
+                    let y = (r0 + i) as isize - top;
+                    let inside = (0..h).contains(&y);
                     for (kx, &col) in taps.cols.iter().enumerate() {
                         for j in 0..NV {
-                            let v = _mm512_loadu_ps(line.add(col + j * LANES));
+                            let (x0, mask) = reach(j, col);
+                            let v = match inside {
+                                true => {
+                                    _mm512_maskz_loadu_ps(mask, src.wrapping_offset(y * w + x0))
+                                }
+                                false => _mm512_setzero_ps(),
+                            };
                             for (o, row) in acc.iter_mut().enumerate() {
                                 let ky = if O == UP {
                                     (o + 2).wrapping_sub(i)
