@@ -272,13 +272,16 @@ fn run(
 ) {
     let plane_out = dims[0] * dims[1];
     let reach = kind.reach(geo, dims);
+    let order = match kind {
+        Kind::Taps(t) => row_order(&t, geo.phase_len),
+        Kind::Halves => APART,
+    };
     // Tiles of rows in order read the input planes themselves; others
     // their padded copies.
-    let in_place = matches!(kind, Kind::Taps(t) if row_order(&t, geo.phase_len) != APART);
-    let scratch_len = if in_place {
-        0
-    } else {
+    let scratch_len = if order == APART {
         geo.padded_len().max(reach)
+    } else {
+        0
     };
     let planes = out.len() / plane_out;
     let input = |plane: usize| t.input_group(src, plane / t.groups, channel(plane % t.groups).0);
@@ -288,7 +291,7 @@ fn run(
         kind,
         reach,
         dims,
-        in_place,
+        order,
         input: t.input,
         padding: t.padding,
         plane_out,
@@ -324,9 +327,10 @@ struct Layer<'a> {
     reach: usize,
     /// Output rows and columns.
     dims: [usize; 2],
-    /// Whether the tiles read the input planes themselves (rows in order,
-    /// [`DOWN`] or [`UP`]) rather than padded copies.
-    in_place: bool,
+    /// The order of the kernel rows ([`row_order`]; [`APART`] for
+    /// [`Kind::Halves`]): tiles of rows in order ([`DOWN`], [`UP`]) read
+    /// the input planes themselves, others padded copies.
+    order: u8,
     /// The input planes' rows and columns, and the padding on their top
     /// and left in the padded layout.
     input: [usize; 2],
@@ -356,7 +360,7 @@ struct Plane<'a> {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{APART, DOWN, Kind, LANES, Layer, Plane, TAPS, Taps, UP, row_order};
+    use super::{APART, DOWN, Kind, LANES, Layer, Plane, TAPS, Taps, UP};
     use std::arch::x86_64::*;
 
     /// Output planes `first ..` of `layer`, one per `plane_out` values of
@@ -376,14 +380,15 @@ mod avx512 {
         padded: &mut [f32],
         out: &mut [f32],
     ) {
-        assert!(layer.in_place || padded.len() >= layer.reach);
+        let in_place = layer.order != APART;
+        assert!(in_place || padded.len() >= layer.reach);
         let [height, width] = layer.dims;
         let pitch = layer.geo.phase_len;
         // (`out` comes in whole planes of `height × width` values.)
         for (k, out) in out.chunks_exact_mut(layer.plane_out).enumerate() {
             let plane = first + k;
             let src = input(plane);
-            if !layer.in_place {
+            if !in_place {
                 layer.geo.pad(src, padded);
             }
             let c = kernel(plane % layer.groups);
@@ -403,7 +408,7 @@ mod avx512 {
                 match layer.kind {
                     Kind::Taps(taps) => {
                         let bias = layer.bias.map_or(0.0, |b| b[c]);
-                        one_plane(&p, &taps, &k, bias, out)
+                        one_plane(&p, &taps, layer.order, &k, bias, out)
                     }
                     Kind::Halves => halves_plane(&p, &k, out),
                 }
@@ -412,19 +417,27 @@ mod avx512 {
     }
 
     /// The output plane `out` (`height × width`) of `p`, its taps at
-    /// `taps`, with the kernel `k` (each weight in a whole vector) and
-    /// `bias`: register tiles of a few rows × up to 4 vectors.
+    /// `taps` (kernel rows in `order`, [`row_order`](super::row_order)), with the kernel `k`
+    /// (each weight in a whole vector) and `bias`: register tiles of a few
+    /// rows × up to 4 vectors.
     ///
     /// # Safety
     /// The processor has AVX-512F; `p.padded` holds every value a tile
     /// reads (up to the last row's last vector at the farthest tap), or,
-    /// for rows in order ([`row_order`]), `p.input` is the whole input
-    /// plane of `p.input_dims`; `out` holds `height × width` values.
+    /// for rows in order, `p.input` is the whole input plane of
+    /// `p.input_dims`; `out` holds `height × width` values.
     #[inline(always)]
-    unsafe fn one_plane(p: &Plane, taps: &Taps, k: &[__m512; TAPS], bias: f32, out: &mut [f32]) {
+    unsafe fn one_plane(
+        p: &Plane,
+        taps: &Taps,
+        order: u8,
+        k: &[__m512; TAPS],
+        bias: f32,
+        out: &mut [f32],
+    ) {
         // SAFETY (each call): as this function's.
         unsafe {
-            match row_order(taps, p.pitch) {
+            match order {
                 DOWN => vectors::<DOWN>(p, taps, k, bias, out),
                 UP => vectors::<UP>(p, taps, k, bias, out),
                 _ => vectors::<APART>(p, taps, k, bias, out),
@@ -432,7 +445,7 @@ mod avx512 {
         }
     }
 
-    /// [`one_plane`] with the kernel rows in order `O` ([`row_order`]):
+    /// [`one_plane`] with the kernel rows in order `O` ([`row_order`](super::row_order)):
     /// the row's vectors in blocks of up to 4.
     ///
     /// # Safety
@@ -645,10 +658,10 @@ mod avx512 {
         // load and store below stays inside `p.padded` (or the lanes of
         // `p.input` that its masks leave on) and `out`.
         unsafe {
-            let src = p.padded.as_ptr();
             let dst = out.as_mut_ptr();
             let mut acc = [[_mm512_set1_ps(bias); NV]; R];
             if O == APART {
+                let src = p.padded.as_ptr();
                 for ky in 0..3 {
                     for (o, row) in acc.iter_mut().enumerate() {
                         let line = src.add((r0 + o) * p.pitch + taps.rows[ky] + j0 * LANES);
@@ -671,23 +684,25 @@ mod avx512 {
                 // padded plane.
                 let [h, w] = p.input_dims.map(|d| d as isize);
                 let [top, left] = p.padding.map(|d| d as isize);
-                // Where lane 0 of vector `j` at column tap `col` reads in
-                // an input row, and which of its lanes lie in the row.
-                let reach = |j: usize, col: usize| -> (isize, __mmask16) {
-                    let x0 = ((j0 + j) * LANES + col) as isize - left;
-                    let lo = (-x0).clamp(0, LANES as isize) as u32;
-                    let hi = (w - x0).clamp(0, LANES as isize) as u32;
-                    let bits = |n: u32| ((1u32 << n) - 1) as __mmask16;
-                    (x0, bits(hi) & !bits(lo))
-                };
+                // Per column tap and vector, where lane 0 reads in an
+                // input row, and which of its lanes lie in the row: the
+                // same for every row of the tile.
+                let lanes: [[(isize, __mmask16); NV]; 3] = std::array::from_fn(|kx| {
+                    std::array::from_fn(|j| {
+                        let x0 = ((j0 + j) * LANES + taps.cols[kx]) as isize - left;
+                        let lo = (-x0).clamp(0, LANES as isize) as u32;
+                        let hi = (w - x0).clamp(0, LANES as isize) as u32;
+                        let bits = |n: u32| ((1u32 << n) - 1) as __mmask16;
+                        (x0, bits(hi) & !bits(lo))
+                    })
+                });
                 let src = p.input.as_ptr();
                 for step in 0..R + 2 {
                     let i = if O == UP { R + 1 - step } else { step };
                     let y = (r0 + i) as isize - top;
                     let inside = (0..h).contains(&y);
-                    for (kx, &col) in taps.cols.iter().enumerate() {
-                        for j in 0..NV {
-                            let (x0, mask) = reach(j, col);
+                    for (kx, lanes) in lanes.iter().enumerate() {
+                        for (j, &(x0, mask)) in lanes.iter().enumerate() {
                             let v = match inside {
                                 true => {
                                     _mm512_maskz_loadu_ps(mask, src.wrapping_offset(y * w + x0))
